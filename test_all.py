@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+import loss as objective
+import model
 import shapes
 
 HERE = Path(__file__).parent
@@ -201,3 +203,150 @@ def test_shapes_cli_grid_and_bad_input(tmp_path):
 def test_render_on_cuda_equals_cpu():
     c = shapes.sample_factors(5000, torch.Generator().manual_seed(5))
     assert torch.equal(shapes.render(c.cuda()).cpu(), shapes.render(c))
+
+
+# ---------------------------------------------------------------- model.py, loss.py
+
+def test_closed_form_kl_matches_monte_carlo():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    std = (0.5 * logvar).exp()
+    z = mu + std * torch.randn(200000, 3, 4, generator=g, dtype=torch.float64)
+    log_q = torch.distributions.Normal(mu.double(), std.double()).log_prob(z)
+    log_p = torch.distributions.Normal(0.0, 1.0).log_prob(z)
+    monte_carlo = (log_q - log_p).mean(0)
+    closed = objective.kl_per_latent(mu, logvar).double()
+    assert torch.allclose(closed, monte_carlo, atol=0.03, rtol=0.02)
+    assert objective.kl_per_latent(torch.zeros(2, 3), torch.zeros(2, 3)).abs().max() == 0
+
+
+def test_loss_parts_against_a_hand_computation():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 1, 4, 4, generator=g)
+    x = (torch.rand(2, 1, 4, 4, generator=g) > 0.5).float()
+    mu, logvar = torch.randn(2, 3, generator=g), torch.randn(2, 3, generator=g)
+    p = torch.sigmoid(logits)
+    bce = -(x * p.log() + (1 - x) * (1 - p).log()).sum((1, 2, 3))  # −log Bernoulli, per image
+    kl = 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)
+    parts = objective.beta_vae_loss(logits, x, mu, logvar, beta=4.0)
+    assert torch.allclose(parts["recon"], bce.mean(), atol=1e-4)
+    assert torch.allclose(parts["kl_per_latent"], kl.mean(0), atol=1e-6)
+    assert torch.allclose(parts["loss"], bce.mean() + 4.0 * kl.sum(1).mean(), atol=1e-3)
+    gauss = objective.reconstruction_nll(logits, x, "gaussian", sigma2=0.5)
+    assert torch.allclose(gauss, ((p - x) ** 2).sum((1, 2, 3)), atol=1e-5)
+    capacity = objective.capacity_loss(parts, gamma=10.0, capacity=2.0)
+    assert torch.allclose(capacity, parts["recon"] + 10.0 * (parts["kl"] - 2.0).abs())
+    assert objective.capacity_at(0, 25.0, 100) == 0 and objective.capacity_at(50, 25.0, 100) == 12.5
+    assert objective.capacity_at(500, 25.0, 100) == 25.0
+
+
+def test_normalised_beta_of_a6():
+    assert objective.normalised_beta(4.0, 10, 4096) == pytest.approx(4 * 10 / 4096)
+    assert objective.beta_from_normalised(objective.normalised_beta(250.0, 32, 12288), 32, 12288) == pytest.approx(250)
+
+
+@pytest.mark.parametrize("arch,channels,latents", [("fc", 1, 10), ("conv", 3, 32), ("conv", 1, 5)])
+def test_model_output_shapes(arch, channels, latents):
+    net = model.BetaVAE(arch, latents if latents != 32 else None, channels)
+    x = torch.rand(3, channels, 64, 64)
+    mu, logvar = net.encode(x)
+    assert mu.shape == logvar.shape == (3, latents)
+    assert net.decode(mu).shape == (3, channels, 64, 64)
+    logits, mu2, _ = net(x)
+    assert logits.shape == x.shape and torch.equal(mu, mu2)
+
+
+def test_table1_fc_layer_sizes():
+    sizes = [m.out_features for m in model.BetaVAE("fc").modules() if isinstance(m, torch.nn.Linear)]
+    assert sizes == [1200, 1200, 20, 1200, 1200, 1200, 4096]
+
+
+def test_load_checkpoint_rejects_bad_files(tmp_path):
+    with pytest.raises(model.CheckpointError, match="no such"):
+        model.load_checkpoint(str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(model.CheckpointError, match="not a readable"):
+        model.load_checkpoint(str(tmp_path / "junk.pt"))
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(model.CheckpointError, match="not a checkpoint of this project"):
+        model.load_checkpoint(str(tmp_path / "other.pt"))
+
+
+# ---------------------------------------------------------------- train.py
+
+def train_cli(tmp_path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return run_cli("train.py", "--log-every", "5", "--save-every", "10", "--device", "cpu", *args, check=check)
+
+
+def test_train_cli_writes_a_checkpoint_that_loads(tmp_path):
+    out = tmp_path / "ckpt.pt"
+    result = train_cli(tmp_path, "--steps", "20", "--out", str(out))
+    assert "step 20/20" in result.stdout and "samples/s" in result.stdout and "active" in result.stdout
+    net, config = model.load_checkpoint(str(out))
+    assert config["beta"] == 4.0 and config["optimizer"] == "adagrad" and config["lr"] == 1e-2
+    assert config["arch"] == "fc" and config["latents"] == 10 and config["batch_size"] == 64
+    log = (tmp_path / "ckpt.csv").read_text().splitlines()
+    assert log[0].startswith("step,samples,seconds,loss,recon,kl,active,kl_0") and len(log) == 5
+    assert not (tmp_path / "ckpt.pt.tmp").exists()
+
+
+def test_resume_equals_an_unbroken_run(tmp_path):
+    train_cli(tmp_path, "--steps", "20", "--out", str(tmp_path / "a.pt"), "--beta", "2")
+    train_cli(tmp_path, "--steps", "10", "--out", str(tmp_path / "b.pt"), "--beta", "2")
+    train_cli(tmp_path, "--steps", "20", "--out", str(tmp_path / "b.pt"), "--resume")
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert a["step"] == b["step"] == 20
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    rows_a = (tmp_path / "a.csv").read_text().splitlines()
+    rows_b = (tmp_path / "b.csv").read_text().splitlines()
+    strip = lambda row: row.split(",")[:2] + row.split(",")[3:]  # noqa: E731 (all but seconds)
+    assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
+
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path):
+    import signal
+    out = tmp_path / "int.pt"
+    proc = subprocess.Popen([sys.executable, "train.py", "--steps", "100000", "--log-every", "2",
+                             "--save-every", "100000", "--out", str(out), "--device", "cpu"],
+                            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "step 2/" in proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
+    assert torch.load(out, weights_only=True)["step"] >= 2
+
+
+def test_image_folder_run(tmp_path):
+    from PIL import Image
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (80, 70, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "conv.pt"
+    train_cli(tmp_path, "--dataset", "folder", "--data", str(folder), "--steps", "5", "--batch-size", "4",
+              "--out", str(out), "--likelihood", "gaussian")
+    net, config = model.load_checkpoint(str(out))
+    assert config["arch"] == "conv" and config["latents"] == 32 and config["channels"] == 3
+    assert config["optimizer"] == "adam" and config["lr"] == 1e-4
+
+
+@pytest.mark.parametrize("args", [
+    ("--beta", "-1"),
+    ("--dataset", "celeba"),
+    ("--dataset", "folder"),
+    ("--dataset", "dsprites", "--data", "/no/such/file.npz"),
+    ("--dataset", "folder", "--data", "EMPTY"),
+    ("--resume", "--out", "CORRUPT"),
+    ("--resume", "--out", "/no/such/ckpt.pt"),
+    ("--lr", "1e6", "--steps", "30"),  # diverges to NaN
+])
+def test_train_bad_input_is_one_line(tmp_path, args):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 truncated")
+    args = [str(tmp_path / "empty") if a == "EMPTY" else str(tmp_path / "corrupt.pt") if a == "CORRUPT" else a
+            for a in args]
+    result = train_cli(tmp_path, "--out", str(tmp_path / "x.pt"), *args, check=False)
+    assert_one_line_error(result)

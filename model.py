@@ -1,0 +1,119 @@
+"""The β-VAE networks of Table 1 (Higgins et al., ICLR 2017, A.1): encoder q(z|x), decoder p(x|z).
+
+Two architectures:
+  fc    2D shapes: encoder FC 1200-1200 ReLU -> 10 Gaussian latents;
+        decoder FC 1200-1200-1200-4096 Tanh -> Bernoulli logits.
+  conv  chairs, CelebA, 3D faces: Conv 32x4x4 s2, 32x4x4 s2, 64x4x4 s2, 64x4x4 s2, FC 256,
+        ReLU -> 32 latents; the decoder is the transposed-convolution mirror of the encoder.
+
+The encoder gives the mean `mu` and log-variance `logvar` of q(z|x); the representation that
+the metrics read is `mu` (Sec. 3). `load_checkpoint` rebuilds a trained model from the one
+dict that train.py saves. This file imports nothing from the project:
+
+    python -c "import model; print(model.BetaVAE('fc'))"
+"""
+
+import torch
+from torch import nn
+
+IMAGE_SIZE = 64
+
+
+class BetaVAE(nn.Module):
+    """q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I), p(x|z) from `decode`'s logits."""
+
+    def __init__(self, arch: str = "fc", latents: int | None = None, channels: int = 1):
+        super().__init__()
+        if arch not in ("fc", "conv"):
+            raise ValueError(f"unknown architecture {arch!r} (fc or conv)")
+        latents = latents or (10 if arch == "fc" else 32)  # Table 1
+        self.config = {"arch": arch, "latents": latents, "channels": channels}
+        self.latents = latents
+        pixels = channels * IMAGE_SIZE * IMAGE_SIZE
+        if arch == "fc":
+            self.encoder = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(pixels, 1200), nn.ReLU(),
+                nn.Linear(1200, 1200), nn.ReLU(),
+                nn.Linear(1200, 2 * latents),
+            )
+            self.decoder = nn.Sequential(
+                nn.Linear(latents, 1200), nn.Tanh(),
+                nn.Linear(1200, 1200), nn.Tanh(),
+                nn.Linear(1200, 1200), nn.Tanh(),
+                nn.Linear(1200, pixels),
+                nn.Unflatten(1, (channels, IMAGE_SIZE, IMAGE_SIZE)),
+            )
+        else:
+            self.encoder = nn.Sequential(
+                nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(),  # (B, 32, 32, 32)
+                nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),  # (B, 32, 16, 16)
+                nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(),  # (B, 64, 8, 8)
+                nn.Conv2d(64, 64, 4, 2, 1), nn.ReLU(),  # (B, 64, 4, 4)
+                nn.Flatten(),
+                nn.Linear(64 * 4 * 4, 256), nn.ReLU(),
+                nn.Linear(256, 2 * latents),
+            )
+            self.decoder = nn.Sequential(
+                nn.Linear(latents, 256), nn.ReLU(),
+                nn.Linear(256, 64 * 4 * 4), nn.ReLU(),
+                nn.Unflatten(1, (64, 4, 4)),
+                nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),  # (B, 64, 8, 8)
+                nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),  # (B, 32, 16, 16)
+                nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),  # (B, 32, 32, 32)
+                nn.ConvTranspose2d(32, channels, 4, 2, 1),  # (B, C, 64, 64)
+            )
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, 64, 64) in [0, 1] -> mu, logvar (B, M)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, M) -> logits (B, C, 64, 64); sigmoid(logits) is the Bernoulli mean."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One pass of the reparameterisation trick: logits, mu, logvar."""
+        mu, logvar = self.encode(x)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # z = mu + sigma * eps, eps ~ N(0, I)
+        return self.decode(z), mu, logvar
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as one of this project's checkpoints."""
+
+
+def load_checkpoint(path: str, device: torch.device | str | None = None) -> tuple[BetaVAE, dict]:
+    """Rebuild a trained model from a train.py checkpoint: (model in eval mode, config).
+
+    Reads with weights_only=True: a checkpoint from a stranger cannot run code.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no such checkpoint: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no model and config)")
+    config = ckpt["config"]
+    try:
+        model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+    return model.to(device or "cpu").eval(), config
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """The --device of every CLI: as given, else cuda, then mps, then cpu."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
