@@ -69,6 +69,23 @@ class BetaVAE(nn.Module):
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 
+    def encode_mu(self, x: torch.Tensor) -> torch.Tensor:
+        """mu (B, M) alone, fast for binary images on the fc net.
+
+        A binary image's first layer is the sum of the weight columns of its on pixels
+        (4 % of them on 2D shapes), so an embedding-bag sum replaces the dense 4096×1200
+        matmul: 2x faster on a CPU. Equal to encode(x)[0] up to float rounding.
+        """
+        if self.config["arch"] != "fc" or not bool(((x == 0) | (x == 1)).all()):
+            return self.encode(x)[0]
+        first = self.encoder[1]
+        rows, cols = x.flatten(1).nonzero(as_tuple=True)  # the on pixels
+        offsets = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        offsets[1:] = torch.bincount(rows, minlength=len(x))[:-1].cumsum(0)
+        table = first.weight.t().contiguous()  # (4096, 1200): a strided table is 20x slower
+        h = nn.functional.embedding_bag(cols, table, offsets, mode="sum") + first.bias  # (B, 1200)
+        return self.encoder[2:](h).chunk(2, dim=1)[0]
+
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """z (B, M) -> logits (B, C, 64, 64); sigmoid(logits) is the Bernoulli mean."""
         return self.decoder(z)

@@ -350,3 +350,214 @@ def test_train_bad_input_is_one_line(tmp_path, args):
             for a in args]
     result = train_cli(tmp_path, "--out", str(tmp_path / "x.pt"), *args, check=False)
     assert_one_line_error(result)
+
+
+# ---------------------------------------------------------------- metric.py
+
+import metric  # noqa: E402
+
+GROUND_TRUTH = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()  # (737280, 5)
+SMALL = dict(n_train=2000, n_test=1000, steps=1000)
+
+
+def test_ground_truth_scores_at_least_99_percent():
+    assert metric.disentanglement_score(GROUND_TRUTH, **SMALL) >= 0.99
+    assert metric.disentanglement_score(GROUND_TRUTH, factors=(0, 1, 2, 3, 4), **SMALL) >= 0.99
+
+
+def test_random_and_constant_codes_score_at_chance():
+    noise = torch.randn(shapes.N_IMAGES, 10, generator=torch.Generator().manual_seed(0))
+    assert abs(metric.disentanglement_score(noise, **SMALL) - 0.25) <= 0.1
+    assert abs(metric.disentanglement_score(torch.zeros(shapes.N_IMAGES, 10), **SMALL) - 0.25) <= 0.05
+
+
+def test_rotated_ground_truth_scores_below_ground_truth():
+    # Independence alone is not disentanglement (Sec. 3): a rotation of the factors keeps them
+    # decodable but mixes every factor into every dimension.
+    standard = (GROUND_TRUTH - GROUND_TRUTH.mean(0)) / GROUND_TRUTH.std(0)
+    rotation = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1)))[0]
+    rotated = metric.disentanglement_score(standard @ rotation, **SMALL)
+    assert rotated < metric.disentanglement_score(standard, **SMALL) - 0.05
+
+
+def test_same_seed_same_score_and_z_diff_definition():
+    codes = torch.randn(shapes.N_IMAGES, 3, generator=torch.Generator().manual_seed(2))
+    a = metric.disentanglement_score(codes, seed=5, **SMALL)
+    assert a == metric.disentanglement_score(codes, seed=5, **SMALL)
+    # z_diff against Eq. 5 by hand: the ground-truth difference on the fixed factor is 0
+    z_diff, y = metric.z_diff_points(GROUND_TRUTH, 50, 8, (1, 2, 3, 4), torch.Generator().manual_seed(3))
+    assert z_diff.shape == (50, 5) and (z_diff[torch.arange(50), y] == 0).all()
+    assert (z_diff[:, 0] > 0).float().mean() > 0.8  # shape is free to vary
+
+
+def test_callable_codes_equal_a_table():
+    table = torch.randn(shapes.N_IMAGES, 4, generator=torch.Generator().manual_seed(4))
+    assert metric.disentanglement_score(table, **SMALL) == \
+        metric.disentanglement_score(lambda index: table[index], **SMALL)
+
+
+def test_mig_high_on_ground_truth_zero_when_duplicated():
+    assert metric.mig(GROUND_TRUTH) > 0.8
+    assert metric.mig(torch.cat([GROUND_TRUTH, GROUND_TRUTH], 1)) == pytest.approx(0, abs=1e-6)
+
+
+def test_factor_vae_metric_high_on_ground_truth_chance_on_constants():
+    assert metric.factor_vae_score(GROUND_TRUTH, n_train=2000, n_test=1000) >= 0.99
+    assert abs(metric.factor_vae_score(torch.zeros(shapes.N_IMAGES, 4), n_train=2000, n_test=1000) - 0.2) < 0.05
+
+
+def test_factor_classification_reads_single_codes():
+    accuracy = metric.factor_classification(GROUND_TRUTH, n_train=3000, n_test=1000, steps=500)
+    assert set(accuracy) == set(shapes.FACTOR_NAMES)
+    assert accuracy["shape"] > 0.6  # chance is 1/3
+    noise = metric.factor_classification(torch.randn(shapes.N_IMAGES, 3), n_train=2000, n_test=1000, steps=300)
+    assert noise["posX"] < 0.1  # noise carries nothing: chance is 1/32
+
+
+def test_a4_protocol_drops_the_bottom_half():
+    mean, std, kept = metric.a4_protocol([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])
+    assert kept == [0.9, 0.8, 0.7] and mean == pytest.approx(0.8) and std == pytest.approx((2 / 300) ** 0.5)
+
+
+def test_encode_mu_equals_dense_encoder():
+    net = model.BetaVAE("fc")
+    x = shapes.render(shapes.sample_factors(64, torch.Generator().manual_seed(6)))
+    assert torch.allclose(net.encode_mu(x), net.encode(x)[0], atol=1e-5)
+    grey = torch.rand(4, 1, 64, 64)
+    assert torch.equal(net.encode_mu(grey), net.encode(grey)[0])
+
+
+def test_encode_all_rows_follow_deepmind_order():
+    codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536)  # pixel count
+    assert codes.shape == (shapes.N_IMAGES, 1)
+    index = torch.tensor([0, 1, 12345, 737279])
+    assert torch.equal(codes[index, 0], shapes.render(shapes.index_to_classes(index)).sum((1, 2, 3)))
+
+
+def test_metric_cli_scores_a_checkpoint_and_rejects_bad_input(tmp_path):
+    out = tmp_path / "m.pt"
+    train_cli(tmp_path, "--steps", "5", "--out", str(out))
+    result = run_cli("metric.py", str(out), "--n-train", "500", "--n-test", "200", "--classifier-steps", "100",
+                     "--device", "cpu")
+    assert "disentanglement score" in result.stdout and "L=64" in result.stdout
+    assert_one_line_error(run_cli("metric.py", str(tmp_path / "missing.pt"), check=False))
+    (tmp_path / "junk.pt").write_text("junk")
+    assert_one_line_error(run_cli("metric.py", str(tmp_path / "junk.pt"), check=False))
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    from PIL import Image
+    for i in range(2):
+        Image.fromarray(np.full((64, 64), 40 * i, np.uint8)).save(folder / f"{i}.png")
+    conv = tmp_path / "conv.pt"
+    train_cli(tmp_path, "--dataset", "folder", "--data", str(folder), "--steps", "2", "--batch-size", "2",
+              "--out", str(conv))
+    result = run_cli("metric.py", str(conv), check=False)
+    assert_one_line_error(result)
+    assert "not of 2D shapes" in result.stderr
+
+
+# ---------------------------------------------------------------- traverse.py
+
+import traverse  # noqa: E402 (each file's tests keep to their own section)
+from PIL import Image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def traverse_checkpoint(tmp_path_factory) -> Path:
+    """A 20-step fc model: the figures need a checkpoint, not a good one."""
+    out = tmp_path_factory.mktemp("traverse") / "tiny.pt"
+    run_cli("train.py", "--steps", "20", "--batch-size", "16", "--threads", "1", "--log-every", "10",
+            "--out", str(out), "--device", "cpu")
+    return out
+
+
+def test_traverse_cli_writes_the_traversals_beside_the_checkpoint(traverse_checkpoint):
+    result = run_cli("traverse.py", str(traverse_checkpoint), "--only", "traversal", "--steps", "5", "--device", "cpu")
+    assert "latents by mean KL" in result.stdout
+    folder = traverse_checkpoint.parent / "tiny_figures"
+    assert sorted(p.name for p in folder.iterdir()) == ["traversal.gif", "traversal.png"]
+    G, C, L = traverse.GAP, traverse.CELL, traverse.LINE
+    # one block per shape, 10 latent rows by 5 positions; row labels left of the first block only
+    width = traverse.LABEL_WIDTH + 3 * (G + 5 * C) + 2 * traverse.SPACE
+    assert Image.open(folder / "traversal.png").size == (width, 2 * L + G + 10 * C)
+    gif = Image.open(folder / "traversal.gif")
+    assert gif.n_frames == 2 * 5 - 2  # there and back
+    assert gif.size == (traverse.LABEL_WIDTH + G + 3 * C, 2 * L + G + 10 * C)
+
+
+def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    ckpt = tmp_path / "conv.pt"
+    run_cli("train.py", "--dataset", "folder", "--data", str(folder), "--latents", "4", "--steps", "5",
+            "--batch-size", "4", "--threads", "1", "--out", str(ckpt), "--device", "cpu")
+    out = tmp_path / "figs"
+    result = run_cli("traverse.py", str(ckpt), "--seeds", "2", "--steps", "3", "--out", str(out), "--device", "cpu")
+    assert "response maps: skipped" in result.stdout
+    G, C, L, W = traverse.GAP, traverse.CELL, traverse.LINE, traverse.LABEL_WIDTH
+    sizes = {p.name: Image.open(p).size for p in out.iterdir()}
+    assert sizes == {"traversal.png": (W + 2 * (G + 3 * C) + traverse.SPACE, 2 * L + G + 4 * C),
+                     "traversal.gif": (W + G + 2 * C, 2 * L + G + 4 * C),
+                     "samples.png": (G + 8 * C, L + G + 8 * C),
+                     "reconstructions.png": (W + G + 8 * C, G + 2 * C)}
+    assert Image.open(out / "samples.png").mode == "RGB"
+
+
+def test_traverse_a_latent_the_decoder_ignores_barely_changes_the_image():
+    torch.manual_seed(0)
+    net = model.BetaVAE("fc", latents=4).eval()
+    with torch.no_grad():
+        last = net.encoder[-1]  # rows 0-3 give mu, rows 4-7 logvar
+        last.weight[[1, 5]] = 0  # q(z1|x) = N(0, 1) = p(z1): KL 0
+        last.bias[[1, 5]] = 0
+        last.weight[0] *= 50  # z0 varies across images: the top latent
+        net.decoder[0].weight[:, 1] = 0  # the decoder ignores z1 ...
+        net.decoder[0].weight[:, 0] *= 5  # ... and listens to z0
+    x = shapes.render(shapes.sample_factors(512, torch.Generator().manual_seed(0)))
+    kl = traverse.latent_kl(net, x)
+    assert kl[1] < 1e-6 and kl.argmax() == 0
+    mu, _ = traverse.encode(net, x[:3])
+    images = traverse.traversal(net, mu, steps=5)
+    assert images.shape == (3, 4, 5, 1, 64, 64)
+    change = (images - images[:, :, :1]).abs().mean((0, 2, 3, 4, 5))  # (M,) mean pixel change along each row
+    assert change[1] < 1e-6 and change[0] > 0.01, change
+
+
+def test_traverse_response_map_of_a_code_equal_to_posx_is_a_ramp(tmp_path):
+    c = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))
+    codes = torch.stack([c[:, 3].float(), c[:, 1].float()], 1)  # z0 = posX, z1 = scale
+    r = traverse.response_maps(codes, torch.tensor([1.0, 2.0]), tmp_path / "maps.png")
+    ramp = torch.arange(32.0).expand(32, 32)  # 0 .. 31 left to right, the same down every row
+    assert torch.allclose(r["position"][0], ramp)
+    assert torch.allclose(r["scale"][0], torch.full((3, 6), 15.5))
+    assert torch.allclose(r["rotation"][0], torch.full((3, 40), 15.5))
+    assert torch.allclose(r["scale"][1], torch.arange(6.0).expand(3, 6))
+    assert torch.allclose(r["position"][1], torch.full((32, 32), 2.5))
+    width, height = Image.open(tmp_path / "maps.png").size
+    assert height == 2 * traverse.LINE + 2 * traverse.MAP_ROW
+    assert width >= traverse.LABEL_WIDTH + traverse.HEAT + 2 * traverse.PLOT[0]
+
+
+@pytest.mark.parametrize("args", [
+    ("MISSING",),
+    ("CORRUPT",),
+    ("CKPT", "--out", "FILE/figs"),  # a folder under a file: cannot be made
+])
+def test_traverse_bad_input_is_one_line(tmp_path, traverse_checkpoint, args):
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "file").write_text("not a folder")
+    paths = {"MISSING": tmp_path / "missing.pt", "CORRUPT": tmp_path / "corrupt.pt", "CKPT": traverse_checkpoint,
+             "FILE/figs": tmp_path / "file" / "figs"}
+    args = [str(paths.get(a, a)) for a in args]
+    result = run_cli("traverse.py", *args, "--only", "samples", "--device", "cpu", check=False)
+    assert_one_line_error(result)
+    assert result.stderr.startswith("traverse.py: error:")
+
+
+def test_traverse_needs_two_steps_and_a_seed():
+    for flags in (["--steps", "1"], ["--seeds", "0"]):
+        with pytest.raises(traverse.UsageError, match="at least"):
+            traverse.figures(traverse.build_parser().parse_args(["unread.pt", *flags]))

@@ -1,0 +1,272 @@
+"""The disentanglement metric of β-VAE (Higgins et al., ICLR 2017, Sec. 3, Eq. 5, A.4) and friends.
+
+For each point (Sec. 3):
+  1. choose a factor y uniformly (posX, posY, scale, rotation; --include-shape adds shape);
+  2. draw L pairs of factor vectors v1, v2 that agree on y and are independent elsewhere;
+  3. take the representations z1, z2 of the images: the encoder mean μ;
+  4. average z_diff = |z1 − z2| over the L pairs                              (Eq. 5)
+then train a linear softmax classifier (NLL, Adagrad lr 1e-2, until convergence) to predict
+y from that average. The score is its accuracy on held-out points. Also here: the factor
+classification of A.5 (Table 2), MIG (Chen et al. 2018) and the FactorVAE metric (Kim &
+Mnih 2018). Every metric reads `codes`: row i is the representation of image i in
+DeepMind's index order, computed once for all 737,280 images by `encode_all`.
+
+    python metric.py ckpt.pt                  # the score, its settings and seconds taken
+    python metric.py ckpt.pt --table2 --all   # plus A.5 accuracies, MIG and FactorVAE
+    python metric.py a.pt b.pt c.pt           # A.4: 3 classifier seeds each, bottom half dropped
+"""
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+import shapes
+from model import CheckpointError, load_checkpoint, pick_device
+
+PAPER_FACTORS = (1, 2, 3, 4)  # scale, orientation, posX, posY (Sec. 3 leaves out shape)
+# Our settings where the paper is silent (README, "The metric's settings").
+DEFAULT_L = 64
+DEFAULT_N_TRAIN = 10000
+DEFAULT_N_TEST = 5000
+CLASSIFIER_STEPS = 3000
+CLASSIFIER_LR = 1e-2
+
+Codes = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+
+
+def encode_all(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str | None = None,
+               batch_size: int = 8192) -> torch.Tensor:
+    """Render and encode the whole set once: (737280, D) float32 on the CPU, row i = image i.
+
+    `encode` maps images (B, 1, 64, 64) on `device` to codes (B, D), e.g.
+    `lambda x: model.encode(x)[0]` for the encoder mean μ.
+    """
+    device = torch.device(device or "cpu")
+    buffer = torch.empty(batch_size, 1, 64, 64, device=device)
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, shapes.N_IMAGES, batch_size):
+            index = torch.arange(start, min(start + batch_size, shapes.N_IMAGES), device=device)
+            x = shapes.render(shapes.index_to_classes(index), out=buffer[:len(index)])  # (B, 1, 64, 64)
+            chunks.append(encode(x).float().cpu())
+    return torch.cat(chunks)
+
+
+def model_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The representation the metrics read: the encoder mean μ (Sec. 3)."""
+    return model.encode_mu
+
+
+def lookup(codes: Codes, index: torch.Tensor) -> torch.Tensor:
+    """Codes of images by DeepMind index: a table row, or a function called on the index."""
+    return codes[index] if isinstance(codes, torch.Tensor) else codes(index)
+
+
+def fit_linear_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
+                          y_test: torch.Tensor, classes: int, steps: int = CLASSIFIER_STEPS,
+                          lr: float = CLASSIFIER_LR, seed: int = 0) -> float:
+    """Linear softmax classifier, NLL loss, full-batch Adagrad: accuracy on the test set.
+
+    Inputs are standardised with the training set's mean and std, so one learning rate
+    suits codes of any scale (a departure the paper does not state either way). Trained
+    for `steps` full-batch steps, which is converged in accuracy on every representation
+    we tried (README).
+    """
+    mean, std = x_train.mean(0), x_train.std(0)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))  # a constant input stays 0
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    g = torch.Generator().manual_seed(seed)
+    linear = torch.nn.Linear(x_train.shape[1], classes)
+    with torch.no_grad():
+        linear.weight.normal_(0, 0.01, generator=g)
+        linear.bias.zero_()
+    optimizer = torch.optim.Adagrad(linear.parameters(), lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(linear(x_train), y_train).backward()
+            optimizer.step()
+    with torch.no_grad():
+        return (linear(x_test).argmax(1) == y_test).float().mean().item()
+
+
+def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...],
+                  generator: torch.Generator, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """n points of Sec. 3: the mean over L pairs of |z1 − z2| (n, D), and the fixed factor y (n,)."""
+    y = torch.tensor(factors)[torch.randint(len(factors), (n,), generator=generator)]  # (n,)
+    v1 = shapes.sample_factors(n * L, generator).view(n, L, 5)
+    v2 = shapes.sample_factors(n * L, generator).view(n, L, 5)
+    fixed = torch.nn.functional.one_hot(y, 5).bool()[:, None, :].expand(n, L, 5)
+    v2 = torch.where(fixed, v1, v2)  # the pair agrees on factor y
+    i1, i2 = shapes.classes_to_index(v1), shapes.classes_to_index(v2)  # (n, L)
+    z_diff = []
+    for s in range(0, n, batch):  # bounded memory for wide codes such as raw pixels
+        z1 = lookup(codes, i1[s:s + batch].reshape(-1)).float()  # (b·L, D)
+        z2 = lookup(codes, i2[s:s + batch].reshape(-1)).float()
+        z_diff.append((z1 - z2).abs().view(-1, L, z1.shape[1]).mean(1))  # Eq. 5: (b, D)
+    return torch.cat(z_diff), y
+
+
+def disentanglement_score(codes: Codes, *, L: int = DEFAULT_L, n_train: int = DEFAULT_N_TRAIN,
+                          n_test: int = DEFAULT_N_TEST, factors: tuple[int, ...] = PAPER_FACTORS,
+                          seed: int = 0, steps: int = CLASSIFIER_STEPS, lr: float = CLASSIFIER_LR) -> float:
+    """The β-VAE metric (Sec. 3, A.4): accuracy of a linear classifier predicting y from z_diff."""
+    g = torch.Generator().manual_seed(seed)
+    x_train, y_train = z_diff_points(codes, n_train, L, factors, g)
+    x_test, y_test = z_diff_points(codes, n_test, L, factors, g)
+    label = {f: k for k, f in enumerate(factors)}  # factor id -> class of the classifier
+    relabel = lambda y: torch.tensor([label[int(f)] for f in y])  # noqa: E731
+    return fit_linear_classifier(x_train, relabel(y_train), x_test, relabel(y_test), len(factors),
+                                 steps, lr, seed)
+
+
+def factor_classification(codes: Codes, *, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST,
+                          seed: int = 0, steps: int = CLASSIFIER_STEPS, lr: float = CLASSIFIER_LR) -> dict[str, float]:
+    """A.5 / Table 2: for each factor, a linear classifier's accuracy at predicting its value from z."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randint(shapes.N_IMAGES, (n_train + n_test,), generator=g)
+    z = lookup(codes, index).float()  # (n, D)
+    classes = shapes.index_to_classes(index)  # (n, 5)
+    return {name: fit_linear_classifier(z[:n_train], classes[:n_train, f], z[n_train:], classes[n_train:, f],
+                                        shapes.FACTOR_SIZES[f], steps, lr, seed)
+            for f, name in enumerate(shapes.FACTOR_NAMES)}
+
+
+def mig(codes: torch.Tensor, bins: int = 20) -> float:
+    """Mutual Information Gap (Chen et al. 2018) over all five factors, on the whole set.
+
+    Each code dimension is discretised into `bins` equal-width bins; the factors are uniform
+    and independent over the grid, so H(v_k) = log |v_k| exactly.
+    """
+    codes = codes.float()
+    lo, hi = codes.min(0).values, codes.max(0).values
+    width = torch.where(hi > lo, (hi - lo) / bins, torch.ones_like(hi))
+    binned = ((codes - lo) / width).long().clamp_(0, bins - 1)  # (N, D)
+    classes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))  # (N, 5)
+    N, D = binned.shape
+    gaps = []
+    for f, size in enumerate(shapes.FACTOR_SIZES):
+        mi = torch.empty(D)
+        for d in range(D):
+            joint = torch.bincount(binned[:, d] * size + classes[:, f], minlength=bins * size)
+            p = joint.view(bins, size).double() / N  # p(z_d bin, v_f)
+            outer = p.sum(1, keepdim=True) * p.sum(0, keepdim=True)
+            mi[d] = torch.where(p > 0, p * (p / outer).log(), torch.zeros_like(p)).sum()
+        top = mi.topk(2).values if D > 1 else torch.cat([mi, torch.zeros(1)])
+        gaps.append(((top[0] - top[1]) / math.log(size)).item())
+    return sum(gaps) / len(gaps)
+
+
+def factor_vae_score(codes: torch.Tensor, *, L: int = 64, n_train: int = 10000, n_test: int = 5000,
+                     seed: int = 0) -> float:
+    """The FactorVAE metric (Kim & Mnih 2018), over all five factors.
+
+    Each vote: fix one factor at a random value, draw L images, normalise every code
+    dimension by its std over the set, and take the dimension of least variance; a
+    majority-vote classifier maps that dimension to the factor. Dimensions whose std
+    is below 0.05 of the largest are ignored; with none left the vote is at chance.
+    """
+    g = torch.Generator().manual_seed(seed)
+    codes = codes.float()
+    std = codes.std(0)  # (D,)
+    active = std > 0.05 * std.max() if std.max() > 0 else torch.zeros_like(std, dtype=torch.bool)
+    normalised = codes[:, active] / std[active]  # (N, D_active)
+
+    def votes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = torch.randint(5, (n,), generator=g)  # the fixed factor
+        v = shapes.sample_factors(n * L, g).view(n, L, 5)
+        value = shapes.sample_factors(n, g)  # (n, 5): the fixed value is the same across the L images
+        fixed = torch.nn.functional.one_hot(k, 5).bool()[:, None, :].expand(n, L, 5)
+        v = torch.where(fixed, value[:, None, :].expand(n, L, 5), v)
+        if normalised.shape[1] == 0:
+            return torch.zeros(n, dtype=torch.long), k
+        z = normalised[shapes.classes_to_index(v)]  # (n, L, D_active)
+        return z.var(1).argmin(1), k
+
+    d_train, k_train = votes(n_train)
+    d_test, k_test = votes(n_test)
+    counts = torch.zeros(max(int(active.sum()), 1), 5, dtype=torch.long)
+    counts.index_put_((d_train, k_train), torch.ones_like(d_train), accumulate=True)
+    return (counts.argmax(1)[d_test] == k_test).float().mean().item()
+
+
+def a4_protocol(scores: list[float]) -> tuple[float, float, list[float]]:
+    """A.4: drop the bottom half of the scores; mean and std of the rest (and the kept scores)."""
+    kept = sorted(scores, reverse=True)[:max(1, math.ceil(len(scores) / 2))]
+    mean = sum(kept) / len(kept)
+    std = (sum((s - mean) ** 2 for s in kept) / len(kept)) ** 0.5
+    return mean, std, kept
+
+
+def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
+    """A checkpoint's model, if it was trained on 2D shapes; ValueError with a clear reason if not."""
+    model, config = load_checkpoint(path, device)
+    if config.get("dataset") not in ("shapes", "dsprites") or config.get("channels", 1) != 1:
+        raise ValueError(f"{path} is a model of {config.get('dataset')!r} images, not of 2D shapes")
+    return model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("checkpoints", nargs="+", help="train.py checkpoints of 2D-shapes models")
+    p.add_argument("--L", type=int, default=DEFAULT_L, help=f"pairs averaged per point (default {DEFAULT_L})")
+    p.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help=f"classifier training points (default {DEFAULT_N_TRAIN})")
+    p.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help=f"held-out points (default {DEFAULT_N_TEST}, as the paper)")
+    p.add_argument("--include-shape", action="store_true", help="let y be shape too (the paper uses 4 factors)")
+    p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS, help=f"full-batch Adagrad steps (default {CLASSIFIER_STEPS})")
+    p.add_argument("--classifier-lr", type=float, default=CLASSIFIER_LR, help=f"Adagrad learning rate (default {CLASSIFIER_LR}, as the paper)")
+    p.add_argument("--seeds", type=int, help="classifier seeds per checkpoint (default 1; 3 for several checkpoints, as A.4)")
+    p.add_argument("--table2", action="store_true", help="also print the A.5 factor classification accuracies")
+    p.add_argument("--all", action="store_true", help="also print MIG and the FactorVAE metric")
+    p.add_argument("--seed", type=int, default=0, help="first classifier seed (default 0)")
+    p.add_argument("--device", help="device for encoding: cuda, mps or cpu (default: cuda, then mps, then cpu)")
+    p.add_argument("--batch-size", type=int, default=8192, help="images per encoder batch (default 8192)")
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    try:
+        for flag in ("L", "n_train", "n_test", "classifier_steps", "batch_size"):
+            if getattr(args, flag) <= 0:
+                raise ValueError(f"--{flag.replace('_', '-')} must be positive")
+        device = pick_device(args.device)
+        factors = (0,) + PAPER_FACTORS if args.include_shape else PAPER_FACTORS
+        seeds = args.seeds or (3 if len(args.checkpoints) > 1 else 1)
+        settings = dict(L=args.L, n_train=args.n_train, n_test=args.n_test, factors=factors,
+                        steps=args.classifier_steps, lr=args.classifier_lr)
+        print(f"settings: L={args.L}, {args.n_train} train / {args.n_test} test points, factors "
+              f"{', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; standardised z_diff, linear softmax, "
+              f"full-batch Adagrad lr {args.classifier_lr} for {args.classifier_steps} steps")
+        models = [load_shapes_model(path, device) for path in args.checkpoints]  # fail before any work
+        scores = []
+        for path, model in zip(args.checkpoints, models):
+            t = time.perf_counter()
+            codes = encode_all(model_encoder(model), device, args.batch_size)
+            encoded = time.perf_counter() - t
+            mine = [disentanglement_score(codes, seed=args.seed + s, **settings) for s in range(seeds)]
+            scores += mine
+            print(f"{path}: disentanglement score {', '.join(f'{s:.2%}' for s in mine)} "
+                  f"({time.perf_counter() - t:.1f} s, of which encoding {encoded:.1f} s)")
+            if args.table2:
+                accuracy = factor_classification(codes, n_train=args.n_train, n_test=args.n_test,
+                                                 seed=args.seed, steps=args.classifier_steps, lr=args.classifier_lr)
+                print("  A.5 factor classification: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
+            if args.all:
+                print(f"  MIG {mig(codes):.3f}, FactorVAE metric {factor_vae_score(codes, seed=args.seed):.2%}")
+        if len(scores) > 1:
+            mean, std, kept = a4_protocol(scores)
+            print(f"A.4 protocol over {len(args.checkpoints)} checkpoint(s) x {seeds} seed(s): "
+                  f"{mean:.2%} ± {std:.2%} (top {len(kept)} of {len(scores)} scores)")
+    except (CheckpointError, ValueError, RuntimeError, OSError) as e:
+        print(f"metric.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,271 @@
+"""Figures of a trained β-VAE (Higgins et al., ICLR 2017): traversals, latent response maps, samples.
+
+Latent traversals (Figs. 1–4, Fig. 7A rows 4–8): infer mu from a seed image, then sweep one
+latent over [−3, 3] while the others stay at mu; one row per latent, the most informative
+(largest mean KL to the prior) first, its index and KL beside it. A PNG and an animated GIF.
+Latent response maps (Fig. 7A rows 1–3, 2D shapes only): the mean of each latent's mu over the
+whole data set as a function of position (a heat map), of scale and of rotation (one curve per
+shape: square red, ellipse green, heart blue). Samples from the prior (Fig. 9): decoded z ~ N(0, I).
+Reconstructions: inputs above the decoded mean of q(z|x).
+
+    python traverse.py ckpt.pt                       # every figure, into ckpt_figures/
+    python traverse.py ckpt.pt --only traversal --steps 7 --out figs
+    python traverse.py faces.pt --seeds 5            # a model trained on an image folder
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+import loss as objective
+import metric
+import shapes
+from model import BetaVAE, load_checkpoint, pick_device
+from train import ImageFolder, UsageError, make_source
+
+TRAVERSAL_RANGE = 3.0  # Figs. 1–4, 7: each latent swept over [−3, 3], the prior's ±3σ
+KL_IMAGES = 4096  # images whose mean KL per latent orders the rows
+BATCH = 1024
+GAP = 2  # pixels between images
+CELL = 64 + GAP
+LINE = 18  # height of one line of text
+LABEL_WIDTH = 112  # column of row labels, left of a grid
+SPACE = 16  # between the blocks of one figure
+SHAPE_COLOURS = ((220, 30, 30), (20, 150, 40), (30, 70, 220))  # square red, ellipse green, heart blue
+PLOT = (150, 96)  # one response curve's axis box, pixels
+HEAT = 96  # side of one 32×32 position map, enlarged
+MAP_ROW = HEAT + 4 * GAP  # height of one latent's response maps
+
+
+def font(size: int = 13) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only its small bitmap font
+        return ImageFont.load_default()
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(..., C, H, W) in [0, 1], C = 1 or 3 -> (..., H, W, 3) uint8 for pillow."""
+    images = images.expand(*images.shape[:-3], 3, *images.shape[-2:])  # grey to RGB
+    return (images.clamp(0, 1) * 255).round().byte().movedim(-3, -1).cpu().numpy()
+
+
+def labelled_grid(images: torch.Tensor, row_labels: list[str] | None = None,
+                  col_labels: list[str] | None = None, title: str | None = None) -> Image.Image:
+    """(R, K, C, 64, 64) images -> one picture: a label left of each row, above each column, a title."""
+    R, K = images.shape[:2]
+    left = LABEL_WIDTH if row_labels else 0
+    top = LINE * ((title is not None) + (col_labels is not None))
+    canvas = Image.new("RGB", (left + GAP + K * CELL, top + GAP + R * CELL), "white")
+    pixels = to_uint8(images)  # (R, K, 64, 64, 3)
+    draw, f = ImageDraw.Draw(canvas), font()
+    for r in range(R):
+        for k in range(K):
+            canvas.paste(Image.fromarray(pixels[r, k]), (left + GAP + k * CELL, top + GAP + r * CELL))
+        if row_labels:
+            draw.text((4, top + GAP + r * CELL + (64 - LINE) // 2), row_labels[r], fill="black", font=f)
+    for k, text in enumerate(col_labels or []):
+        x = left + GAP + k * CELL + (64 - draw.textlength(text, font=f)) / 2  # centred over its column
+        draw.text((x, top - LINE + 2), text, fill="black", font=f)
+    if title is not None:
+        draw.text((left + GAP, 2), title, fill="black", font=f)
+    return canvas
+
+
+def side_by_side(blocks: list[Image.Image]) -> Image.Image:
+    canvas = Image.new("RGB", (sum(b.width for b in blocks) + SPACE * (len(blocks) - 1),
+                               max(b.height for b in blocks)), "white")
+    x = 0
+    for b in blocks:
+        canvas.paste(b, (x, 0))
+        x += b.width + SPACE
+    return canvas
+
+
+@torch.no_grad()
+def encode(model: BetaVAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, C, 64, 64) on the model's device -> mu, logvar (N, M) on the CPU, in batches."""
+    parts = [model.encode(b) for b in x.split(BATCH)]
+    return torch.cat([p[0] for p in parts]).cpu(), torch.cat([p[1] for p in parts]).cpu()
+
+
+@torch.no_grad()
+def decode(model: BetaVAE, z: torch.Tensor) -> torch.Tensor:
+    """z (N, M) -> the Bernoulli means sigmoid(logits) (N, C, 64, 64) on the CPU, in batches."""
+    device = next(model.parameters()).device
+    return torch.cat([torch.sigmoid(model.decode(b.to(device))).cpu() for b in z.split(BATCH)])
+
+
+def latent_kl(model: BetaVAE, x: torch.Tensor) -> torch.Tensor:
+    """Mean KL(q(z_i|x) || p(z_i)) of each latent over the images x: (M,) nats."""
+    mu, logvar = encode(model, x)
+    return objective.kl_per_latent(mu, logvar).mean(0)
+
+
+def traversal(model: BetaVAE, mu: torch.Tensor, steps: int) -> torch.Tensor:
+    """Sweep each latent over [−3, 3] from each code mu (S, M), the others fixed.
+
+    Returns decoded images (S, M, steps, C, 64, 64): [seed, latent traversed, position].
+    """
+    S, M = mu.shape
+    z = mu.cpu()[:, None, None, :].repeat(1, M, steps, 1)  # (S, M, steps, M)
+    for i in range(M):
+        z[:, i, :, i] = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps)
+    images = decode(model, z.view(-1, M))  # (S·M·steps, C, 64, 64)
+    return images.view(S, M, steps, *images.shape[1:])
+
+
+def draw_traversals(images: torch.Tensor, names: list[str], kl: torch.Tensor, png: Path, gif: Path) -> None:
+    """A block per seed (rows: latents by KL, columns: positions) as a PNG; a GIF over the positions."""
+    S, M, steps = images.shape[:3]
+    order = kl.argsort(descending=True)
+    rows = [f"z{i}  KL {kl[i]:.2f}" for i in order.tolist()]
+    values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps).tolist()
+    blocks = [labelled_grid(images[s, order], rows if s == 0 else None, [f"{v:+.1f}" for v in values],
+                            f"seed: {names[s]}") for s in range(S)]
+    side_by_side(blocks).save(png)
+    frames = [labelled_grid(images[:, order, t].transpose(0, 1), rows, names,
+                            f"traversed latent = {values[t]:+.2f}") for t in range(steps)]
+    frames += frames[-2:0:-1]  # there and back again, so the loop does not jump
+    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=150, loop=0)
+
+
+def latent_responses(codes: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean code over the whole 2D-shapes set as a function of each factor (Fig. 7A rows 1–3).
+
+    codes (737280, D), row i the code of image i in DeepMind's order. Returns
+    position (D, 32 posY, 32 posX), scale (D, 3 shapes, 6) and rotation (D, 3 shapes, 40),
+    each averaged over every factor not shown.
+    """
+    v = codes.float().cpu().view(*shapes.FACTOR_SIZES, -1)  # (3, 6, 40, 32 posX, 32 posY, D)
+    return {"position": v.mean((0, 1, 2)).permute(2, 1, 0),
+            "scale": v.mean((2, 3, 4)).permute(2, 0, 1),
+            "rotation": v.mean((1, 3, 4)).permute(2, 0, 1)}
+
+
+def heat_colour(t: np.ndarray) -> np.ndarray:
+    """t in [0, 1] -> RGB uint8 along dark blue, blue, cyan, yellow, red (a 'jet' map, as Fig. 7)."""
+    anchors = np.array([[0, 0, 130], [0, 60, 255], [0, 230, 255], [255, 230, 0], [220, 0, 0]], float)
+    x = np.linspace(0, 1, len(anchors))
+    return np.stack([np.interp(t, x, anchors[:, c]) for c in range(3)], -1).round().astype(np.uint8)
+
+
+def response_maps(codes: torch.Tensor, kl: torch.Tensor, path: Path) -> dict[str, torch.Tensor]:
+    """Draw Fig. 7A's response maps of every latent, most informative first; returns the numbers."""
+    responses = latent_responses(codes)
+    D = responses["position"].shape[0]
+    top = 2 * LINE
+    height = top + D * MAP_ROW
+    width = LABEL_WIDTH + HEAT + 2 * (PLOT[0] + SPACE) + SPACE
+    canvas = Image.new("RGB", (width, height), "white")
+    draw, f = ImageDraw.Draw(canvas), font()
+    columns = (LABEL_WIDTH, LABEL_WIDTH + HEAT + SPACE, LABEL_WIDTH + HEAT + PLOT[0] + 2 * SPACE)
+    for x, text in zip(columns, ("position (x, y)", "scale 0.5 .. 1", "rotation 0 .. 2pi")):
+        draw.text((x, 2), text, fill="black", font=f)
+    x = columns[1]
+    for name, colour in zip(shapes.SHAPE_NAMES, SHAPE_COLOURS):
+        draw.text((x, LINE + 1), name, fill=colour, font=f)
+        x += draw.textlength(name, font=f) + 10
+    for row, i in enumerate(kl.argsort(descending=True).tolist()):
+        y = top + row * MAP_ROW
+        # One scale per latent for its map and both curves, so that a factor it ignores draws flat.
+        lo = min(r[i].min().item() for r in responses.values())
+        hi = max(r[i].max().item() for r in responses.values())
+        span = max(hi - lo, 1e-6)
+        draw.text((4, y + HEAT // 2 - LINE), f"z{i}  KL {kl[i]:.2f}", fill="black", font=f)
+        draw.text((4, y + HEAT // 2), f"mu {lo:.2f}..{hi:.2f}", fill="grey", font=f)
+        heat = heat_colour(((responses["position"][i] - lo) / span).numpy())  # (32, 32, 3)
+        canvas.paste(Image.fromarray(heat).resize((HEAT, HEAT), Image.NEAREST), (columns[0], y))
+        for x0, curves in zip(columns[1:], (responses["scale"][i], responses["rotation"][i])):
+            draw.rectangle((x0, y, x0 + PLOT[0], y + PLOT[1]), outline="grey")
+            xs = np.linspace(x0 + 4, x0 + PLOT[0] - 4, curves.shape[1])
+            for curve, colour in zip(curves, SHAPE_COLOURS):
+                ys = y + PLOT[1] - 4 - (curve.numpy() - lo) / span * (PLOT[1] - 8)  # y grows down
+                draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
+    canvas.save(path)
+    return responses
+
+
+def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | ImageFolder, n: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """The images whose codes the traversals start from: (S, C, 64, 64) and a name for each."""
+    if config["dataset"] != "folder":  # one of each shape, mid scale, upright, centred
+        c = torch.tensor([[s, 3, 0, 16, 16] for s in range(len(shapes.SHAPE_NAMES))])
+        return source.render(c), list(shapes.SHAPE_NAMES)
+    rows = torch.randperm(len(source.images), generator=generator)[:n]
+    return source.images[rows].to(source.device).float() / 255, [f"img {r}" for r in rows.tolist()]
+
+
+def figures(args: argparse.Namespace) -> None:
+    """Everything the CLI does: load the checkpoint, draw the figures asked for into the folder."""
+    if args.steps < 2 or args.seeds < 1:
+        raise UsageError("--steps must be at least 2 and --seeds at least 1")
+    device = pick_device(args.device)
+    model, config = load_checkpoint(args.checkpoint, device)
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write figures to {out}: {e.strerror}") from None
+    generator = torch.Generator().manual_seed(args.seed)
+    source = make_source(config, device)
+    draw = {name: args.only in (None, name) for name in ("traversal", "maps", "samples", "recon")}
+    written = []
+    if draw["maps"] and config["dataset"] == "folder":
+        print("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
+        draw["maps"] = False
+    if draw["traversal"] or draw["maps"]:
+        x, _ = source.sample(KL_IMAGES, generator)  # (N, C, 64, 64)
+        kl = latent_kl(model, x)
+        print("latents by mean KL (nats): " + ", ".join(f"z{i} {kl[i]:.2f}" for i in kl.argsort(descending=True)))
+    if draw["traversal"]:
+        seeds, names = seed_images(config, source, args.seeds, generator)
+        mu, _ = encode(model, seeds)
+        draw_traversals(traversal(model, mu, args.steps), names, kl, out / "traversal.png", out / "traversal.gif")
+        written += ["traversal.png", "traversal.gif"]
+    if draw["maps"]:
+        codes = metric.encode_all(metric.model_encoder(model), device=device)  # (737280, M) mu
+        response_maps(codes, kl, out / "response_maps.png")
+        written.append("response_maps.png")
+    if draw["samples"]:
+        z = torch.randn(64, model.latents, generator=generator)  # z ~ N(0, I), Fig. 9
+        samples = decode(model, z)  # (64, C, 64, 64)
+        grid = labelled_grid(samples.view(8, 8, *samples.shape[1:]), title="samples: z ~ N(0, I)")
+        grid.save(out / "samples.png")
+        written.append("samples.png")
+    if draw["recon"]:
+        x, _ = source.sample(8, generator)  # (8, C, 64, 64)
+        recon = decode(model, encode(model, x)[0])  # the mean of q(z|x), decoded: no sampling noise
+        labelled_grid(torch.stack([x.cpu(), recon]), ["input", "reconstruction"]).save(out / "reconstructions.png")
+        written.append("reconstructions.png")
+    print(f"wrote {', '.join(written) or 'nothing'} in {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("checkpoint", help="a train.py checkpoint")
+    p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it)")
+    p.add_argument("--only", choices=("traversal", "maps", "samples", "recon"), help="draw this figure alone")
+    p.add_argument("--steps", type=int, default=10, help="positions of each traversal over [-3, 3] (default 10)")
+    p.add_argument("--seeds", type=int, default=3, help="image-folder models: images to traverse from (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled images and z (default 0)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: cuda, then mps, then cpu)")
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    try:
+        figures(args)
+    except (UsageError, ValueError, OSError, RuntimeError) as e:  # ValueError includes CheckpointError
+        print(f"traverse.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
