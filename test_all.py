@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run one of the project's scripts as a user would; return its result."""
     result = subprocess.run([sys.executable, *args], cwd=HERE, capture_output=True, text=True,
-                            timeout=240)
+                            timeout=600)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -376,8 +376,9 @@ def test_rotated_ground_truth_scores_below_ground_truth():
     # decodable but mixes every factor into every dimension.
     standard = (GROUND_TRUTH - GROUND_TRUTH.mean(0)) / GROUND_TRUTH.std(0)
     rotation = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1)))[0]
-    rotated = metric.disentanglement_score(standard @ rotation, **SMALL)
-    assert rotated < metric.disentanglement_score(standard, **SMALL) - 0.05
+    # At L = 64 the metric saturates (a rotation still scores 93-100 %); at L = 16 it does not.
+    rotated = metric.disentanglement_score(standard @ rotation, L=16, **SMALL)
+    assert rotated < metric.disentanglement_score(standard, L=16, **SMALL) - 0.1
 
 
 def test_same_seed_same_score_and_z_diff_definition():
@@ -439,7 +440,7 @@ def test_metric_cli_scores_a_checkpoint_and_rejects_bad_input(tmp_path):
     train_cli(tmp_path, "--steps", "5", "--out", str(out))
     result = run_cli("metric.py", str(out), "--n-train", "500", "--n-test", "200", "--classifier-steps", "100",
                      "--device", "cpu")
-    assert "disentanglement score" in result.stdout and "L=64" in result.stdout
+    assert "disentanglement score" in result.stdout and "L=16" in result.stdout
     assert_one_line_error(run_cli("metric.py", str(tmp_path / "missing.pt"), check=False))
     (tmp_path / "junk.pt").write_text("junk")
     assert_one_line_error(run_cli("metric.py", str(tmp_path / "junk.pt"), check=False))
