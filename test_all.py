@@ -408,10 +408,10 @@ def test_factor_vae_metric_high_on_ground_truth_chance_on_constants():
 
 
 def test_factor_classification_reads_single_codes():
-    accuracy = metric.factor_classification(GROUND_TRUTH, n_train=3000, n_test=1000, steps=500)
+    accuracy = metric.factor_classification(GROUND_TRUTH, n_train=1000, n_test=500, steps=100)
     assert set(accuracy) == set(shapes.FACTOR_NAMES)
     assert accuracy["shape"] > 0.6  # chance is 1/3
-    noise = metric.factor_classification(torch.randn(shapes.N_IMAGES, 3), n_train=2000, n_test=1000, steps=300)
+    noise = metric.factor_classification(torch.randn(shapes.N_IMAGES, 3), n_train=1000, n_test=500, steps=100)
     assert noise["posX"] < 0.1  # noise carries nothing: chance is 1/32
 
 
