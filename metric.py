@@ -58,8 +58,8 @@ def encode_all(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.dev
 
 
 def model_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The representation the metrics read: the encoder mean μ (Sec. 3)."""
-    return model.encode_mu
+    """The representation the metrics read: the encoder mean μ (Sec. 3) of the binary shapes."""
+    return lambda x: model.encode_mu(x, binary=True)
 
 
 def lookup(codes: Codes, index: torch.Tensor) -> torch.Tensor:

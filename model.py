@@ -69,14 +69,14 @@ class BetaVAE(nn.Module):
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar
 
-    def encode_mu(self, x: torch.Tensor) -> torch.Tensor:
-        """mu (B, M) alone, fast for binary images on the fc net.
+    def encode_mu(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+        """mu (B, M) alone; fast on the fc net for images the caller knows are binary.
 
         A binary image's first layer is the sum of the weight columns of its on pixels
         (4 % of them on 2D shapes), so an embedding-bag sum replaces the dense 4096×1200
         matmul: 2x faster on a CPU. Equal to encode(x)[0] up to float rounding.
         """
-        if self.config["arch"] != "fc" or not bool(((x == 0) | (x == 1)).all()):
+        if self.config["arch"] != "fc" or not binary:
             return self.encode(x)[0]
         first = self.encoder[1]
         rows, cols = x.flatten(1).nonzero(as_tuple=True)  # the on pixels
