@@ -423,9 +423,8 @@ def test_a4_protocol_drops_the_bottom_half():
 def test_encode_mu_equals_dense_encoder():
     net = model.BetaVAE("fc")
     x = shapes.render(shapes.sample_factors(64, torch.Generator().manual_seed(6)))
-    assert torch.allclose(net.encode_mu(x), net.encode(x)[0], atol=1e-5)
-    grey = torch.rand(4, 1, 64, 64)
-    assert torch.equal(net.encode_mu(grey), net.encode(grey)[0])
+    assert torch.allclose(net.encode_mu(x, binary=True), net.encode(x)[0], atol=1e-5)
+    assert torch.equal(net.encode_mu(x), net.encode(x)[0])
 
 
 def test_encode_all_rows_follow_deepmind_order():
@@ -562,3 +561,123 @@ def test_traverse_needs_two_steps_and_a_seed():
     for flags in (["--steps", "1"], ["--seeds", "0"]):
         with pytest.raises(traverse.UsageError, match="at least"):
             traverse.figures(traverse.build_parser().parse_args(["unread.pt", *flags]))
+
+
+# ---------------------------------------------------------------- baselines.py
+
+import baselines  # noqa: E402
+
+
+def test_baselines_pca_matches_numpy_svd():
+    g = torch.Generator().manual_seed(0)
+    mixing = torch.randn(20, 20, generator=g, dtype=torch.float64)
+    x = torch.randn(400, 20, generator=g, dtype=torch.float64) @ mixing + 3
+    pca = baselines.fit_pca(*baselines.covariance([x]), k=5)
+    _, s, vt = np.linalg.svd((x - x.mean(0)).numpy(), full_matrices=False)
+    projection = vt[:5].T @ vt[:5]  # onto the top-5 subspace, whatever the signs and the basis
+    assert np.allclose((pca.components.T @ pca.components).numpy(), projection, atol=1e-6)
+    assert pca.explained == pytest.approx((s[:5] ** 2).sum() / (s ** 2).sum(), abs=1e-8)
+    whitened = torch.cov(pca(x).T, correction=0)
+    assert torch.allclose(whitened, torch.eye(5, dtype=torch.float64), atol=1e-6)
+
+
+def test_baselines_chunked_covariance_equals_direct():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1000, 12, generator=g, dtype=torch.float64) * torch.arange(1, 13) + 5
+    mean, cov = baselines.covariance(x.split(300))  # 4 chunks, the last one short
+    assert torch.allclose(mean, x.mean(0)) and torch.allclose(cov, torch.cov(x.T, correction=0), atol=1e-10)
+    # image chunks in float32 sharing one buffer (a band of pixels, for speed): the sums of counts are exact
+    band = lambda chunks: (c[:, 1900:2200] for c in chunks)  # noqa: E731
+    chunked = baselines.covariance(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=400)))
+    images = next(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=1500))).double()
+    assert images.sum() > 0
+    assert torch.allclose(chunked[0], images.mean(0), atol=1e-12)
+    assert torch.allclose(chunked[1], torch.cov(images.T, correction=0), atol=1e-12)
+
+
+def test_baselines_pca_of_the_images_explains_about_60_percent():
+    pca = baselines.fit_pca(*baselines.covariance(baselines.pixel_chunks(3000, torch.device("cpu"), 1000)))
+    assert 0.58 < pca.explained < 0.66  # paper (A.3): 60.8 %
+    images = next(baselines.pixel_chunks(3000, torch.device("cpu"), 3000))
+    codes = pca(images)  # (3000, 10): the same images, whitened
+    assert codes.shape == (3000, 10)
+    assert torch.allclose(torch.cov(codes.T.double(), correction=0), torch.eye(10, dtype=torch.float64), atol=1e-3)
+
+
+def amari_error(P: torch.Tensor) -> float:
+    """0 when P (d, d) is a scaled permutation: every unmixed signal is one source."""
+    P, d = P.abs(), len(P)
+    rows = (P / P.max(1, keepdim=True).values).sum(1) - 1
+    cols = (P / P.max(0, keepdim=True).values).sum(0) - 1
+    return ((rows.sum() + cols.sum()) / (2 * d * (d - 1))).item()
+
+
+def test_baselines_fast_ica_recovers_mixed_non_gaussian_sources():
+    g = torch.Generator().manual_seed(2)
+    n = 20000
+    u = lambda: torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
+    sources = torch.stack([2 * u() - 1,  # uniform: sub-Gaussian
+                           u().log() - u().log(),  # Laplace: super-Gaussian
+                           u() ** 3], 1)  # skewed
+    mixing = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    ica = baselines.fast_ica(sources @ mixing.T)
+    assert ica.converged
+    assert amari_error(ica.unmixing @ mixing) < 0.1
+    assert amari_error(torch.eye(3) + 0.5) > 0.3  # a mixture is far from it
+
+
+def test_baselines_in_pair_keeps_every_factor_but_shape():
+    g = torch.Generator().manual_seed(3)
+    index = torch.randint(shapes.N_IMAGES, (6000,), generator=g)
+    moved = shapes.index_to_classes(baselines.in_pair(index, (0, 2), g))
+    assert torch.equal(moved[:, 1:], shapes.index_to_classes(index)[:, 1:])
+    assert set(moved[:, 0].tolist()) == {0, 2} and abs((moved[:, 0] == 2).float().mean() - 0.5) < 0.03
+
+
+def test_baselines_ground_truth_row_scores_at_least_99_percent():
+    assert torch.equal(baselines.ground_truth_codes(), GROUND_TRUTH)
+    assert baselines.score_row(baselines.Row("ground truth", lambda: [GROUND_TRUTH]), seeds=1, **SMALL)[0] >= 0.99
+    # every replica with every classifier seed
+    replicas = baselines.Row("two", lambda: [GROUND_TRUTH, torch.zeros(shapes.N_IMAGES, 2)])
+    scores = baselines.score_row(replicas, seeds=2, n_train=100, n_test=100, steps=5)
+    assert len(scores) == 4 and scores[0] != scores[2]
+
+
+def test_baselines_table_formats_ours_beside_the_paper():
+    text = baselines.format_table([("PCA", [0.8, 0.9]), ("mine", [0.5])], markdown=True)
+    lines = text.splitlines()
+    assert lines[0].startswith("| representation") and lines[1] == "| --- | --- | --- | --- |"
+    assert lines[2] == "| PCA | 85.00 ± 5.00 | 84.9 ± 0.4 | +0.10 |"
+    assert lines[3] == "| mine | 50.00 ± 0.00 | — | — |"
+    assert baselines.checkpoint_label({"beta": 4.0}) == "β-VAE (β = 4)" in baselines.PAPER
+    assert baselines.checkpoint_label({"beta": 1.0}) == "VAE (β = 1)" in baselines.PAPER
+    assert baselines.split_checkpoint("β-VAE (β = 4)=runs/a.pt") == ("β-VAE (β = 4)", "runs/a.pt")
+
+
+def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_path, monkeypatch):
+    for name, beta in (("a", 4.0), ("b", 1.0), ("c", 1.0)):
+        torch.save({"model": model.BetaVAE("fc").state_dict(),
+                    "config": {"arch": "fc", "latents": 10, "channels": 1, "dataset": "shapes", "beta": beta}},
+                   tmp_path / f"{name}.pt")
+    specs = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), f"mine={tmp_path / 'c.pt'}", str(tmp_path / "a.pt")]
+    rows = baselines.checkpoint_rows(specs, torch.device("cpu"), 8192)  # codes are not computed yet
+    assert [row.label for row in rows] == ["β-VAE (β = 4)", "VAE (β = 1)", "mine"]
+    monkeypatch.setattr(metric, "encode_all", lambda encode, device, batch_size: encode)  # no encoding
+    assert [len(list(row.codes())) for row in rows] == [2, 1, 1]
+
+
+def test_baselines_cli_table_and_bad_input(tmp_path):
+    result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "--n-train", "300",
+                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu")
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["representation", "ours", "(%)"] and "paper (%)" in lines[0]
+    assert lines[1].startswith("ground truth") and " 100 " in lines[1]
+    assert lines[2].startswith("raw pixels") and "45.75 ± 0.8" in lines[2]  # in the paper's order
+    assert "L = 8" in result.stdout and "raw pixels:" in result.stderr  # settings; progress
+    conv = tmp_path / "faces.pt"  # a model of other images
+    torch.save({"model": model.BetaVAE("conv", channels=3).state_dict(),
+                "config": {"arch": "conv", "latents": 32, "channels": 3, "dataset": "folder"}}, conv)
+    for args in (["--rows", "gt,nope"], [str(tmp_path / "missing.pt")], [str(conv)]):
+        bad = run_cli("baselines.py", "--table", "--rows", "gt", *args, check=False)
+        assert_one_line_error(bad)
+        assert bad.stderr.startswith("baselines.py: error:")
