@@ -101,8 +101,8 @@ class CheckpointError(ValueError):
     """A file that cannot be read as one of this project's checkpoints."""
 
 
-def load_checkpoint(path: str, device: torch.device | str | None = None) -> tuple[BetaVAE, dict]:
-    """Rebuild a trained model from a train.py checkpoint: (model in eval mode, config).
+def read_checkpoint(path: str) -> dict:
+    """The raw checkpoint dict that train.py saved; CheckpointError with a clear reason if not.
 
     Reads with weights_only=True: a checkpoint from a stranger cannot run code.
     """
@@ -116,6 +116,12 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
         raise CheckpointError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no model and config)")
+    return ckpt
+
+
+def load_checkpoint(path: str, device: torch.device | str | None = None) -> tuple[BetaVAE, dict]:
+    """Rebuild a trained model from a train.py checkpoint: (model in eval mode, config)."""
+    ckpt = read_checkpoint(path)
     config = ckpt["config"]
     try:
         model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))

@@ -318,13 +318,19 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     assert torch.load(out, weights_only=True)["step"] >= 2
 
 
-def test_image_folder_run(tmp_path):
+def image_folder(tmp_path: Path, size: tuple[int, int] = (80, 70)) -> Path:
+    """Six random RGB images of `size` (H, W) in a fresh folder, as a stand-in for CelebA."""
     from PIL import Image
     folder = tmp_path / "faces"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (80, 70, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_image_folder_run(tmp_path):
+    folder = image_folder(tmp_path)
     out = tmp_path / "conv.pt"
     train_cli(tmp_path, "--dataset", "folder", "--data", str(folder), "--steps", "5", "--batch-size", "4",
               "--out", str(out), "--likelihood", "gaussian")
@@ -486,11 +492,7 @@ def test_traverse_cli_writes_the_traversals_beside_the_checkpoint(traverse_check
 
 
 def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 255, (70, 80, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    folder = image_folder(tmp_path, (70, 80))
     ckpt = tmp_path / "conv.pt"
     run_cli("train.py", "--dataset", "folder", "--data", str(folder), "--latents", "4", "--steps", "5",
             "--batch-size", "4", "--threads", "1", "--out", str(ckpt), "--device", "cpu")

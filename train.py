@@ -28,7 +28,7 @@ import torch
 
 import loss as objective
 import shapes
-from model import BetaVAE, pick_device
+from model import BetaVAE, CheckpointError, pick_device, read_checkpoint
 
 DATASET_DEFAULTS = {  # Table 1 and A.1
     "shapes": {"arch": "fc", "latents": 10, "optimizer": "adagrad", "lr": 1e-2, "likelihood": "bernoulli"},
@@ -119,15 +119,13 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str) -> dict:
-    """The raw checkpoint dict, for --resume; UsageError if it is missing or not ours."""
+def read_resume_checkpoint(path: str) -> dict:
+    """The checkpoint dict to continue from; UsageError if it is missing or not a train.py one."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"--resume: no checkpoint at {path}") from None
-    except Exception as e:  # a corrupt file raises one of many types
-        raise UsageError(f"--resume: {path} is not a readable checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or not {"model", "optimizer", "step", "rng", "config"} <= ckpt.keys():
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:
+        raise UsageError(f"--resume: {e}") from None
+    if not {"optimizer", "step", "rng"} <= ckpt.keys():
         raise UsageError(f"--resume: {path} is not a train.py checkpoint")
     return ckpt
 
@@ -178,7 +176,7 @@ class Trainer:
 def train(config: dict, out: str, device: torch.device, resume: bool = False) -> None:
     trainer = Trainer(config, device)
     if resume:
-        ckpt = read_checkpoint(out)
+        ckpt = read_resume_checkpoint(out)
         trainer.load_state(ckpt)
         print(f"resumed {out} at step {trainer.step_count:,}", flush=True)
     total = config["steps"]
@@ -371,7 +369,7 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         device = pick_device(args.device)
         if args.resume:
-            config = read_checkpoint(args.out)["config"]
+            config = read_resume_checkpoint(args.out)["config"]
             if args.steps:
                 config["steps"] = args.steps
         else:
