@@ -290,6 +290,13 @@ def test_train_cli_writes_a_checkpoint_that_loads(tmp_path):
     assert not (tmp_path / "ckpt.pt.tmp").exists()
 
 
+def test_eval_every_writes_the_score_into_the_log(tmp_path):
+    result = train_cli(tmp_path, "--steps", "10", "--eval-every", "10", "--out", str(tmp_path / "e.pt"))
+    assert "disentanglement score" in result.stdout
+    header, row5, row10 = [line.split(",") for line in (tmp_path / "e.csv").read_text().splitlines()]
+    assert header[-1] == "score" and row5[-1] == "" and 0 <= float(row10[-1]) <= 1
+
+
 def test_resume_equals_an_unbroken_run(tmp_path):
     train_cli(tmp_path, "--steps", "20", "--out", str(tmp_path / "a.pt"), "--beta", "2")
     train_cli(tmp_path, "--steps", "10", "--out", str(tmp_path / "b.pt"), "--beta", "2")
@@ -348,6 +355,8 @@ def test_image_folder_run(tmp_path):
     ("--resume", "--out", "CORRUPT"),
     ("--resume", "--out", "/no/such/ckpt.pt"),
     ("--lr", "1e6", "--steps", "30"),  # diverges to NaN
+    ("--eval-every", "7"),  # not a multiple of --log-every
+    ("--dataset", "folder", "--data", "EMPTY", "--eval-every", "10"),
 ])
 def test_train_bad_input_is_one_line(tmp_path, args):
     (tmp_path / "empty").mkdir()

@@ -183,13 +183,20 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False) ->
     log_path = str(Path(out).with_suffix(".csv"))
     M = config["latents"]
     columns = ["step", "samples", "seconds", "loss", "recon", "kl", "active"] + [f"kl_{i}" for i in range(M)]
+    eval_every = config.get("eval_every")
+    if eval_every:
+        columns.append("score")
     seconds_before = ckpt.get("seconds", 0.0) if resume else 0.0
     new_log = not (resume and Path(log_path).exists())
     last_good = trainer.step_count if resume else None
+    eval_seconds = 0.0  # time spent scoring, left out of the training time in the log
+
+    def train_seconds() -> float:
+        return seconds_before + time.perf_counter() - start - eval_seconds
 
     def save() -> None:
         nonlocal last_good
-        save_checkpoint(out, {**trainer.state(), "seconds": seconds_before + time.perf_counter() - start})
+        save_checkpoint(out, {**trainer.state(), "seconds": train_seconds()})
         last_good = trainer.step_count
 
     with open(log_path, "w" if new_log else "a", newline="") as log_file:
@@ -221,11 +228,20 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False) ->
                     print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | loss {mean['loss']:.2f} "
                           f"recon {mean['recon']:.2f} kl {mean['kl']:.2f} | active {active}/{M} | "
                           f"ETA {format_seconds(eta)}", flush=True)
-                    log.writerow([step, step * config["batch_size"], f"{seconds_before + now - start:.1f}",
-                                  f"{mean['loss']:.4f}", f"{mean['recon']:.4f}", f"{mean['kl']:.4f}", active]
-                                 + [f"{k:.4f}" for k in kl_latent.tolist()])
+                    row = [step, step * config["batch_size"], f"{train_seconds():.1f}", f"{mean['loss']:.4f}",
+                           f"{mean['recon']:.4f}", f"{mean['kl']:.4f}", active] + [f"{k:.4f}" for k in kl_latent.tolist()]
+                    if eval_every:
+                        score = ""
+                        if step % eval_every == 0 or step == total:
+                            t = time.perf_counter()
+                            score = f"{disentanglement(trainer.model, device):.4f}"
+                            eval_seconds += time.perf_counter() - t
+                            print(f"step {step:,}: disentanglement score {float(score):.2%} "
+                                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+                        row.append(score)
+                    log.writerow(row)
                     log_file.flush()
-                    sums, interval_start, interval_step = {}, now, step
+                    sums, interval_start, interval_step = {}, time.perf_counter(), step
                     if step % config["save_every"] == 0 and step < total:
                         save()
         except KeyboardInterrupt:
@@ -237,6 +253,16 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False) ->
             sys.exit(130)
         save()
     print(f"wrote {out} (step {trainer.step_count:,}) and {log_path}")
+
+
+def disentanglement(model: BetaVAE, device: torch.device) -> float:
+    """The Sec. 3 score at metric.py's defaults, for --eval-every.
+
+    Imported here, not at the top, so that train.py needs metric.py only when scoring.
+    """
+    import metric
+
+    return metric.disentanglement_score(metric.encode_all(metric.model_encoder(model), device))
 
 
 def format_seconds(s: float) -> str:
@@ -332,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     p.add_argument("--log-every", type=int, default=500, help="steps between progress lines and CSV rows")
     p.add_argument("--save-every", type=int, default=5000, help="steps between checkpoints")
+    p.add_argument("--eval-every", type=int,
+                   help="steps between disentanglement scores (metric.py defaults) in the CSV; ~30 s each on a CPU")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--benchmark", action="store_true", help="print training samples/s at batch 64 and 256")
     return p
@@ -350,15 +378,20 @@ def make_config(args: argparse.Namespace) -> dict:
         beta = 4.0 if args.beta is None else args.beta
     if beta < 0 or not math.isfinite(beta):
         raise UsageError(f"β must be a finite number ≥ 0, got {beta}")
-    for flag in ("latents", "batch_size", "steps", "log_every", "save_every"):
+    for flag in ("latents", "batch_size", "steps", "log_every", "save_every", "eval_every"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be positive")
     if config["lr"] <= 0:
         raise UsageError("--lr must be positive")
+    if args.eval_every and args.dataset == "folder":
+        raise UsageError("--eval-every needs the 2D shapes: the metric fixes their factors")
+    if args.eval_every and args.eval_every % args.log_every:
+        raise UsageError("--eval-every must be a multiple of --log-every: scores go into the log's rows")
     config.update(dataset=args.dataset, data=args.data, beta=beta, channels=channels,
                   batch_size=args.batch_size, steps=args.steps or DEFAULT_STEPS, seed=args.seed,
                   capacity_max=args.capacity_max, capacity_steps=args.capacity_steps, gamma=args.gamma,
-                  bf16=args.bf16, log_every=args.log_every, save_every=args.save_every)
+                  bf16=args.bf16, log_every=args.log_every, save_every=args.save_every,
+                  eval_every=args.eval_every)
     return config
 
 
