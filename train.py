@@ -71,9 +71,12 @@ class ImageFolder:
         self.channels = channels
         self.device = torch.device(device)
 
+    def images_at(self, rows: torch.Tensor) -> torch.Tensor:
+        """The images of these rows as floats in [0, 1] on the device: (n, C, 64, 64)."""
+        return self.images[rows].to(self.device).float().div_(255)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
-        rows = torch.randint(len(self.images), (n,), generator=generator)
-        return self.images[rows].to(self.device).float().div_(255), None
+        return self.images_at(torch.randint(len(self.images), (n,), generator=generator)), None
 
 
 def make_source(config: dict, device: torch.device):

@@ -197,7 +197,7 @@ def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | Image
         c = torch.tensor([[s, 3, 0, 16, 16] for s in range(len(shapes.SHAPE_NAMES))])
         return source.render(c), list(shapes.SHAPE_NAMES)
     rows = torch.randperm(len(source.images), generator=generator)[:n]
-    return source.images[rows].to(source.device).float() / 255, [f"img {r}" for r in rows.tolist()]
+    return source.images_at(rows), [f"img {r}" for r in rows.tolist()]
 
 
 def figures(args: argparse.Namespace) -> None:
