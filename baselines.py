@@ -1,16 +1,21 @@
-"""Baselines of the β-VAE disentanglement metric (Higgins et al., ICLR 2017, Sec. 4.2, Fig. 6 left, A.3).
+"""Baselines of the β-VAE disentanglement metric (Higgins et al., ICLR 2017, Sec. 4.2, Fig. 6 left, A.2, A.3).
 
 Fig. 6 (left) scores, with the metric of Sec. 3, representations that need no β-VAE beside the
 trained models: the ground-truth factors, the raw pixels, PCA (the top 10 components of the
 whitened pixels, A.3), ICA (FastICA on those 10 whitened components, one model per pair of
-shapes as in A.3) and the Table 1 VAE at its random initialisation. A row of the table is a
-label and the codes of one or more replicas (metric.Codes: a table with a row per image in
-DeepMind's order, or a function of the image index); every row is scored the same way, and
-the table puts our mean ± std beside the paper's figure.
+shapes as in A.3), the Table 1 VAE at its random initialisation, and two trained competitors:
+DC-IGN (Kulkarni et al. 2015, semi-supervised: each batch varies one factor, and every latent
+but that factor's is clamped to its batch mean) and InfoGAN (Chen et al. 2016, unsupervised: a
+GAN whose recognition head Q recovers 5 continuous codes). A row of the table is a label and
+the codes of one or more replicas (metric.Codes: a table with a row per image in DeepMind's
+order, or a function of the image index); every row is scored the same way, and the table puts
+our mean ± std beside the paper's figure.
 
     python baselines.py --table                             # every row (a quarter of an hour on 2 cores)
     python baselines.py --table --rows pca,ica --markdown   # some rows, as markdown for the README
-    python baselines.py --table b4.pt b1.pt "β-VAE (β = 4)=b4_seed2.pt"   # and trained models
+    python baselines.py --train dcign --steps 2000 --out dcign.pt      # train DC-IGN (train.py's loop)
+    python baselines.py --train infogan --steps 2000 --out infogan.pt  # and InfoGAN, + infogan_samples.png
+    python baselines.py --table b4.pt b1.pt dcign.pt infogan.pt "β-VAE (β = 4)=b4_seed2.pt"
 """
 
 import argparse
@@ -20,12 +25,16 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 
+import loss as objective
 import metric
 import shapes
-from model import BetaVAE, CheckpointError, load_checkpoint, pick_device
+import train
+from model import BetaVAE, CheckpointError, pick_device, read_checkpoint
 
 # Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
 PAPER = {
@@ -212,6 +221,278 @@ def checkpoint_label(config: dict) -> str:
     return "VAE (β = 1)" if beta == 1 else f"β-VAE (β = {beta:g})"
 
 
+# ---------------------------------------------------------------- DC-IGN (Kulkarni et al. 2015)
+
+# The latents each factor's batches train: z1–z4 for posX, posY, scale and rotation, the other six
+# together for shape, which no single number describes. Keys are indices of shapes.FACTOR_NAMES.
+DCIGN_LATENTS = {3: (0,), 4: (1,), 1: (2,), 2: (3,), 0: (4, 5, 6, 7, 8, 9)}
+DCIGN_LR = 5e-4  # RMSprop (Table 1); the rate is Kulkarni et al.'s
+
+
+class DCIGN(nn.Module):
+    """Table 1's DC-IGN: a conv encoder to 10 Gaussian latents and an unpooling conv decoder."""
+
+    def __init__(self, latents: int = 10):
+        super().__init__()
+        self.latents = latents
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 96, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 96, 32, 32)
+            nn.Conv2d(96, 48, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 48, 16, 16)
+            nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 48, 8, 8)
+            nn.Flatten(), nn.Linear(48 * 8 * 8, 2 * latents),
+        )
+        # Unpooling as nearest-neighbour upsampling: each pooled value fills its 2×2 block.
+        self.decoder = nn.Sequential(
+            nn.Linear(latents, 48 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (48, 8, 8)),
+            nn.Upsample(scale_factor=2), nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(),  # (B, 48, 16, 16)
+            nn.Upsample(scale_factor=2), nn.Conv2d(48, 96, 3, padding=1), nn.ReLU(),  # (B, 96, 32, 32)
+            nn.Upsample(scale_factor=2), nn.Conv2d(96, 1, 3, padding=1),  # (B, 1, 64, 64) logits: the sigmoid is in the loss
+        )
+        self.to(memory_format=torch.channels_last)  # the CPU's convolutions run 1.9x faster in this layout
+
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 1, 64, 64) -> mu, logvar (B, M)."""
+        mu, logvar = self.encoder(x.contiguous(memory_format=torch.channels_last)).chunk(2, dim=1)
+        return mu, logvar
+
+    def encode_mu(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+        """The representation the metric reads: the encoder mean (B, M)."""
+        return self.encode(x)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, M) -> logits (B, 1, 64, 64)."""
+        return self.decoder(z)
+
+
+class Clamp(torch.autograd.Function):
+    """DC-IGN's clamp of latents z (B, M) to their batch mean, but for the `active` ones (M,) bool.
+
+    Forward: an active latent passes; any other is replaced by its mean over the batch, so the
+    decoder sees one value for each factor that this batch holds fixed.
+    Backward: an active latent gets the gradient from above; a clamped one's gradient is
+    replaced by its deviation from the batch mean, (z − z̄) / B, the gradient of the invariance
+    penalty mean_b ½‖z_b − z̄‖² with z̄ held fixed, which pulls these images' codes together.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        z_mean = z.mean(0, keepdim=True)  # (1, M)
+        ctx.save_for_backward(z - z_mean, active)
+        return torch.where(active, z, z_mean)  # (B, M)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z_diff, active = ctx.saved_tensors
+        return torch.where(active, grad, z_diff / len(z_diff)), None
+
+
+def clamped_batch(n: int, generator: torch.Generator) -> tuple[int, torch.Tensor]:
+    """DC-IGN's batch: one factor (returned) drawn per image, the others at one random setting (n, 5)."""
+    factor = int(torch.randint(len(shapes.FACTOR_SIZES), (1,), generator=generator))
+    classes = shapes.sample_factors(1, generator).repeat(n, 1)  # (n, 5)
+    classes[:, factor] = torch.randint(shapes.FACTOR_SIZES[factor], (n,), generator=generator)
+    return factor, classes
+
+
+class DCIGNTrainer(train.Trainer):
+    """Kulkarni et al.'s clamped training: each batch varies one factor and trains its latents alone."""
+
+    def make_model(self) -> nn.Module:
+        return DCIGN(self.config["latents"])
+
+    def step(self) -> dict[str, torch.Tensor]:
+        factor, classes = clamped_batch(self.config["batch_size"], self.data_generator)
+        x = self.source.render(classes)  # (B, 1, 64, 64)
+        active = torch.zeros(self.config["latents"], dtype=torch.bool, device=self.device)
+        active[list(DCIGN_LATENTS[factor])] = True
+        with self.autocast:
+            mu, logvar = self.model.encode(x)
+            mu, logvar = Clamp.apply(mu.float(), active), Clamp.apply(logvar.float(), active)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # z = mu + sigma * eps
+            output = self.model.decode(z)
+        # The VAE's terms at β = 1 on the clamped codes: the clamped latents' KL gradient is replaced too.
+        parts = objective.beta_vae_loss(output.float(), x, mu, logvar, beta=1.0)
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        self.optimizer.step()
+        self.step_count += 1
+        return {k: v.detach() for k, v in parts.items()}
+
+
+# ---------------------------------------------------------------- InfoGAN (Chen et al. 2016; A.2)
+
+INFOGAN_CODES = 5  # continuous codes c ~ U(−1, 1)
+INFOGAN_NOISE = 5  # noise variables, N(0, 1)
+INFOGAN_LAMBDA = 1.0  # weight λ of the mutual-information term
+INFOGAN_LR_G = 1e-3  # Adam (A.2)
+INFOGAN_LR_D = 2e-4
+INFOGAN_BETAS = (0.5, 0.999)  # Adam's β1 of DCGAN, which InfoGAN builds on
+INSTANCE_NOISE = 0.2  # std of the Gaussian noise on the discriminator's inputs
+
+
+class InfoGAN(nn.Module):
+    """Generator G(c, noise), discriminator D(x) and recognition head Q(c|x) sharing D's body.
+
+    Images are in [−1, 1]; D gives a logit (the sigmoid is in the loss); Q gives the mean and
+    log-variance of a Gaussian over the codes. Batch norm everywhere but in G's last layer and
+    D's first.
+    """
+
+    def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE):
+        super().__init__()
+        self.codes, self.noise = codes, noise
+        self.generator = nn.Sequential(
+            nn.Linear(codes + noise, 256), nn.BatchNorm1d(256), nn.ReLU(),
+            nn.Linear(256, 128 * 8 * 8), nn.BatchNorm1d(128 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (128, 8, 8)),
+            nn.ConvTranspose2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),  # (B, 128, 16, 16)
+            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),  # (B, 64, 32, 32)
+            nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
+        )
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, 64, 32, 32)
+            nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),  # (B, 128, 16, 16)
+            nn.Conv2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),  # (B, 128, 8, 8)
+            nn.Flatten(), nn.Linear(128 * 8 * 8, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
+        )
+        self.d_head = nn.Linear(256, 1)
+        self.q_head = nn.Sequential(nn.Linear(256, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.2),
+                                    nn.Linear(128, 2 * codes))
+
+    def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, 1, 64, 64) in [−1, 1] -> D's logit (B,), Q's mean and log-variance (B, codes)."""
+        h = self.body(x)  # (B, 256)
+        mu, logvar = self.q_head(h).chunk(2, dim=1)
+        return self.d_head(h)[:, 0], mu, logvar
+
+    def encode_mu(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+        """The representation the metric reads: Q's mean (B, codes) of real images x in {0, 1}."""
+        return self.discriminate(2 * x - 1)[1]
+
+
+def info_nll(c: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """−E log Q(c|x) for a Gaussian Q, summed over the codes, averaged over the batch.
+
+    Minimising it maximises InfoGAN's lower bound L_I = E log Q(c|G(c, noise)) + H(c) on the
+    mutual information I(c; G(c, noise)); H(c) is a constant.
+    """
+    return 0.5 * (math.log(2 * math.pi) + logvar + (c - mu).pow(2) * (-logvar).exp()).sum(1).mean()
+
+
+class InfoGANTrainer(train.Trainer):
+    """One discriminator-and-Q step, then one generator step, per batch; Adam for each side."""
+
+    def make_model(self) -> nn.Module:
+        return InfoGAN()
+
+    def __init__(self, config: dict, device: torch.device):
+        super().__init__(config, device)
+        m = self.model
+        # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
+        self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(), *m.q_head.parameters()],
+                                          lr=INFOGAN_LR_D, betas=INFOGAN_BETAS)
+        self.optimizer_g = torch.optim.Adam(m.generator.parameters(), lr=INFOGAN_LR_G, betas=INFOGAN_BETAS)
+
+    def state(self) -> dict:
+        return {**super().state(), "optimizer_g": self.optimizer_g.state_dict()}
+
+    def load_state(self, ckpt: dict) -> None:
+        super().load_state(ckpt)
+        self.optimizer_g.load_state_dict(ckpt["optimizer_g"])
+
+    def step(self) -> dict[str, torch.Tensor]:
+        m, n = self.model, self.config["batch_size"]
+        x, _ = self.source.sample(n, self.data_generator)  # (B, 1, 64, 64) in {0, 1}
+        real = 2 * x - 1
+        c = torch.rand(n, m.codes, device=self.device) * 2 - 1  # (B, 5) ~ U(−1, 1)
+        noise = torch.randn(n, m.noise, device=self.device)
+        bce = nn.functional.binary_cross_entropy_with_logits
+
+        def noisy(images: torch.Tensor) -> torch.Tensor:
+            return images + INSTANCE_NOISE * torch.randn_like(images)
+
+        with self.autocast:
+            fake = m.generator(torch.cat([c, noise], 1))  # (B, 1, 64, 64)
+            d_real, _, _ = m.discriminate(noisy(real))
+            d_fake, mu, logvar = m.discriminate(noisy(fake.detach()))
+        d_loss = bce(d_real.float(), torch.ones_like(d_real.float())) + bce(d_fake.float(), torch.zeros_like(d_fake.float()))
+        q_loss = info_nll(c, mu.float(), logvar.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        (d_loss + INFOGAN_LAMBDA * q_loss).backward()
+        self.optimizer.step()
+
+        with self.autocast:
+            d_fake_g, mu, logvar = m.discriminate(noisy(fake))
+        g_loss = bce(d_fake_g.float(), torch.ones_like(d_fake_g.float()))  # non-saturating: log D(G(c, noise))
+        mi = info_nll(c, mu.float(), logvar.float())
+        self.optimizer_g.zero_grad(set_to_none=True)
+        (g_loss + INFOGAN_LAMBDA * mi).backward()
+        self.optimizer_g.step()
+        self.step_count += 1
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "info_nll": mi.detach(),
+                "d_real": torch.sigmoid(d_real).mean().detach(), "d_fake": torch.sigmoid(d_fake).mean().detach()}
+
+    def report(self, mean: dict[str, torch.Tensor]) -> tuple[str, dict[str, float]]:
+        fields = {k: v.item() for k, v in mean.items()}
+        text = (f"D {fields['d_loss']:.3f} G {fields['g_loss']:.3f} −log Q(c|x) {fields['info_nll']:.3f} | "
+                f"D(real) {fields['d_real']:.2f} D(fake) {fields['d_fake']:.2f}")
+        return text, fields
+
+
+def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> None:
+    """Each code swept over [−1, 1] with the rest fixed, beside random samples: did G learn the shapes?"""
+    import traverse
+
+    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        base = torch.cat([torch.zeros(1, model.codes), torch.randn(1, model.noise, generator=g)], 1)  # (1, 10)
+        inputs = base.repeat(model.codes, columns, 1)  # (codes, columns, 10)
+        for i in range(model.codes):
+            inputs[i, :, i] = torch.linspace(-1, 1, columns)
+        sweeps = model.generator(inputs.flatten(0, 1).to(device))  # (codes · columns, 1, 64, 64)
+        random = torch.cat([torch.rand(model.codes * columns, model.codes, generator=g) * 2 - 1,
+                            torch.randn(model.codes * columns, model.noise, generator=g)], 1)
+        samples = model.generator(random.to(device))
+    model.train()
+    grids = [traverse.labelled_grid(((images + 1) / 2).view(model.codes, columns, 1, 64, 64), labels, title=title)
+             for images, labels, title in (
+                 (sweeps, [f"c{i + 1}" for i in range(model.codes)], "each code from -1 to 1"),
+                 (samples, None, "random samples"))]
+    traverse.side_by_side(grids).save(path)
+
+
+BASELINE_TRAINERS = {"dcign": DCIGNTrainer, "infogan": InfoGANTrainer}
+BASELINE_MODELS = {"dcign": DCIGN, "infogan": InfoGAN}
+BASELINE_LABELS = {"dcign": "DC-IGN", "infogan": "InfoGAN"}
+
+
+def baseline_config(args: argparse.Namespace) -> dict:
+    """A train.py-style config for --train dcign|infogan: the paper's networks and optimisers."""
+    lr = DCIGN_LR if args.train == "dcign" else INFOGAN_LR_D
+    return {"baseline": args.train, "dataset": "shapes", "channels": 1, "latents": 10,
+            "optimizer": "rmsprop" if args.train == "dcign" else "adam", "lr": lr, "batch_size": args.train_batch_size, "steps": args.steps, "seed": args.train_seed,
+            "bf16": args.bf16, "log_every": args.log_every, "save_every": args.save_every,
+            "eval_every": args.eval_every}
+
+
+def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str]:
+    """A trained model of 2D shapes (β-VAE, DC-IGN or InfoGAN) and its row label."""
+    config = read_checkpoint(path)["config"]
+    name = config.get("baseline")
+    if name is None:
+        return metric.load_shapes_model(path, device), checkpoint_label(config)
+    if name not in BASELINE_MODELS:
+        raise CheckpointError(f"{path}: unknown baseline {name!r}")
+    model = BASELINE_MODELS[name]()
+    try:
+        model.load_state_dict(read_checkpoint(path)["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), BASELINE_LABELS[name]
+
+
 # ---------------------------------------------------------------- the table
 
 @dataclass
@@ -266,8 +547,8 @@ def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int) -> 
     groups: dict[str, list[torch.nn.Module]] = {}
     for spec in specs:
         label, path = split_checkpoint(spec)
-        net = metric.load_shapes_model(path, device)
-        groups.setdefault(label or checkpoint_label(load_checkpoint(path)[1]), []).append(net)
+        net, own_label = load_representation(path, device)
+        groups.setdefault(label or own_label, []).append(net)
     return [Row(label, lambda nets=nets: (metric.encode_all(metric.model_encoder(net), device, batch_size)
                                           for net in nets))
             for label, nets in groups.items()]
@@ -352,16 +633,64 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one FastICA model per pair of shapes, averaged (default, as A.3), or one on all")
     p.add_argument("--untrained-inits", type=int, default=1,
                    help="random initialisations of the untrained VAE, one replica each (default 1)")
+    t = p.add_argument_group("training DC-IGN and InfoGAN (checkpoints, logs and --resume as train.py)")
+    t.add_argument("--train", choices=sorted(BASELINE_TRAINERS), help="train this baseline instead of a table")
+    t.add_argument("--steps", type=int, default=20_000, help="training steps (default 20,000; with --resume, the new total)")
+    t.add_argument("--out", help="checkpoint path; the CSV log goes beside it (default dcign.pt / infogan.pt)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    t.add_argument("--train-batch-size", type=int, default=64, help="images per training step (default 64)")
+    t.add_argument("--train-seed", type=int, default=0, help="seed of the weights, noise and batches (default 0)")
+    t.add_argument("--log-every", type=int, default=100, help="steps between progress lines and CSV rows")
+    t.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints")
+    t.add_argument("--eval-every", type=int, help="steps between disentanglement scores in the CSV")
+    t.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", help="device for rendering and encoding (default: cuda, then mps, then cpu)")
     p.add_argument("--batch-size", type=int, default=8192, help="images per rendering batch (default 8192)")
     return p
 
 
+def train_baseline(args: argparse.Namespace) -> None:
+    """--train dcign|infogan: train.py's loop, logs and checkpoints with the baseline's trainer."""
+    out = args.out or f"{args.train}.pt"
+    try:
+        for flag in ("steps", "train_batch_size", "log_every", "save_every", "eval_every"):
+            if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+                raise train.UsageError(f"--{flag.replace('_', '-')} must be positive")
+        if args.eval_every and args.eval_every % args.log_every:
+            raise train.UsageError("--eval-every must be a multiple of --log-every: scores go into the log's rows")
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = pick_device(args.device)
+        if args.resume:
+            config = train.read_resume_checkpoint(out)["config"]
+            if config.get("baseline") != args.train:
+                raise train.UsageError(f"--resume: {out} is not a {args.train} checkpoint")
+            config["steps"] = args.steps
+        else:
+            config = baseline_config(args)
+        trainer = BASELINE_TRAINERS[args.train](config, device)
+        train.train(config, out, device, resume=args.resume, trainer=trainer)
+        if args.train == "infogan":
+            samples = str(Path(out).with_suffix("")) + "_samples.png"
+            draw_infogan(trainer.model, samples)
+            print(f"wrote {samples}")
+    except train.UsageError as e:
+        print(f"baselines.py: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (OSError, RuntimeError) as e:
+        print(f"baselines.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
+    if args.train:
+        train_baseline(args)
+        return
     if not args.table:
-        p.error("nothing to do: give --table")
+        p.error("nothing to do: give --table or --train")
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 (progress; the table is stdout)
     try:
         for flag in ("L", "n_train", "n_test", "classifier_steps", "seeds", "pca_images", "untrained_inits",

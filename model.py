@@ -123,6 +123,9 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
     """Rebuild a trained model from a train.py checkpoint: (model in eval mode, config)."""
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
+    if "baseline" in config:
+        raise CheckpointError(f"{path} is a {config['baseline']} model, not a β-VAE: "
+                              f"score it with python baselines.py --table {path}")
     try:
         model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
         model.load_state_dict(ckpt["model"])

@@ -5,6 +5,7 @@ Fast on a laptop CPU; GPU-only tests are skipped without CUDA.
     pytest test_all.py
 """
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -690,5 +691,78 @@ def test_baselines_cli_table_and_bad_input(tmp_path):
                 "config": {"arch": "conv", "latents": 32, "channels": 3, "dataset": "folder"}}, conv)
     for args in (["--rows", "gt,nope"], [str(tmp_path / "missing.pt")], [str(conv)]):
         bad = run_cli("baselines.py", "--table", "--rows", "gt", *args, check=False)
+        assert_one_line_error(bad)
+        assert bad.stderr.startswith("baselines.py: error:")
+
+
+def test_dcign_clamp_forward_and_backward_match_their_definitions():
+    z = torch.tensor([[1.0, 2.0, 3.0], [3.0, 6.0, -1.0]], requires_grad=True)  # (B = 2, M = 3)
+    active = torch.tensor([False, True, False])
+    out = baselines.Clamp.apply(z, active)
+    # forward: the active latent passes, the others become their batch means 2 and 1
+    assert torch.equal(out.detach(), torch.tensor([[2.0, 2.0, 1.0], [2.0, 6.0, 1.0]]))
+    out.backward(torch.tensor([[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]]))
+    # backward: the active latent gets the gradient from above, the clamped ones (z − z̄) / B
+    assert torch.equal(z.grad, torch.tensor([[-0.5, 20.0, 1.0], [0.5, 50.0, -1.0]]))
+
+
+def test_dcign_batches_vary_one_factor_and_every_latent_has_a_factor():
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        factor, c = baselines.clamped_batch(64, g)
+        others = [f for f in range(5) if f != factor]
+        assert (c[:, others] == c[0, others]).all() and len(c[:, factor].unique()) > 1
+        seen.add(factor)
+    assert seen == set(range(5)) == set(baselines.DCIGN_LATENTS)
+    assert sorted(i for latents in baselines.DCIGN_LATENTS.values() for i in latents) == list(range(10))
+
+
+def test_infogan_mutual_information_term_against_a_hand_computation():
+    c = torch.tensor([[0.5, -1.0], [0.5, -1.0]])
+    mu = torch.zeros(2, 2)
+    logvar = torch.tensor([[0.0, math.log(4.0)]] * 2)
+    # −log N(0.5; 0, 1) − log N(−1; 0, 4) = ½ log 2π + ⅛ + ½ log 2π + ½ log 4 + ⅛
+    hand = math.log(2 * math.pi) + 0.5 * math.log(4.0) + 0.25
+    assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(hand, rel=1e-6)
+    normal = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(-normal.log_prob(c).sum(1).mean().item())
+
+
+@pytest.mark.parametrize("name", ["dcign", "infogan"])
+def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, name):
+    out = tmp_path / f"{name}.pt"
+    small = ["--train-batch-size", "8", "--log-every", "5", "--threads", "1", "--device", "cpu", "--out", str(out)]
+    result = run_cli("baselines.py", "--train", name, "--steps", "20", *small)
+    assert "step 20/20" in result.stdout and out.exists()
+    rows = (tmp_path / f"{name}.csv").read_text().splitlines()
+    assert rows[0].startswith("step,samples,seconds,") and rows[-1].startswith("20,160,")
+    net, label = baselines.load_representation(str(out), torch.device("cpu"))
+    assert label == baselines.BASELINE_LABELS[name]
+    x = shapes.render(shapes.sample_factors(4, torch.Generator().manual_seed(0)))
+    assert net.encode_mu(x).shape == (4, 10 if name == "dcign" else baselines.INFOGAN_CODES)
+    if name == "infogan":
+        assert (tmp_path / "infogan_samples.png").exists()
+        # resuming restores both optimizers: 20 + 5 steps equal 25 unbroken ones
+        run_cli("baselines.py", "--train", name, "--steps", "25", "--resume", *small)
+        unbroken = tmp_path / "unbroken.pt"
+        run_cli("baselines.py", "--train", name, "--steps", "25", *small[:-1], str(unbroken))
+        a, b = torch.load(out, weights_only=True), torch.load(unbroken, weights_only=True)
+        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    bad = run_cli("metric.py", str(out), check=False)  # not a β-VAE: pointed to baselines.py
+    assert_one_line_error(bad)
+    assert "baselines.py --table" in bad.stderr
+
+
+def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(tmp_path, monkeypatch):
+    for name in ("dcign", "infogan"):
+        torch.save({"model": baselines.BASELINE_MODELS[name]().state_dict(), "config": {"baseline": name}},
+                   tmp_path / f"{name}.pt")
+    rows = baselines.checkpoint_rows([str(tmp_path / "dcign.pt"), str(tmp_path / "infogan.pt")],
+                                     torch.device("cpu"), 8192)
+    assert [row.label for row in rows] == ["DC-IGN", "InfoGAN"] and all(r in baselines.PAPER for r in ("DC-IGN", "InfoGAN"))
+    for args in (["--train", "dcign", "--steps", "0"], ["--train", "infogan", "--resume", "--out", str(tmp_path / "no.pt")],
+                 ["--train", "infogan", "--resume", "--out", str(tmp_path / "dcign.pt")]):
+        bad = run_cli("baselines.py", *args, check=False)
         assert_one_line_error(bad)
         assert bad.stderr.startswith("baselines.py: error:")

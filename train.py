@@ -134,7 +134,11 @@ def read_resume_checkpoint(path: str) -> dict:
 
 
 class Trainer:
-    """The model, its optimizer and the batch source of one run, stepped by `step`."""
+    """The model, its optimizer and the batch source of one run, stepped by `step`.
+
+    baselines.py subclasses it for DC-IGN and InfoGAN, to share the seeding, the checkpoint
+    state and `train`'s loop.
+    """
 
     def __init__(self, config: dict, device: torch.device):
         self.config = config
@@ -144,10 +148,14 @@ class Trainer:
             config["channels"] = self.source.channels
         torch.manual_seed(config["seed"])
         self.data_generator = torch.Generator().manual_seed(config["seed"])
-        self.model = BetaVAE(config["arch"], config["latents"], config["channels"]).to(device)
+        self.model = self.make_model().to(device)
         self.optimizer = make_optimizer(config["optimizer"], self.model.parameters(), config["lr"])
         self.step_count = 0
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config["bf16"])
+
+    def make_model(self) -> torch.nn.Module:
+        """The network this trainer fits; baselines.py's trainers give theirs."""
+        return BetaVAE(self.config["arch"], self.config["latents"], self.config["channels"])
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -175,22 +183,34 @@ class Trainer:
         self.step_count += 1
         return {k: v.detach() for k, v in parts.items()}
 
+    def report(self, mean: dict[str, torch.Tensor]) -> tuple[str, dict[str, float]]:
+        """The progress line's numbers and the CSV fields, from the mean of step()'s parts."""
+        kl_latent = mean["kl_per_latent"].cpu()
+        active = int((kl_latent > ACTIVE_KL).sum())
+        text = (f"loss {mean['loss']:.2f} recon {mean['recon']:.2f} kl {mean['kl']:.2f} | "
+                f"active {active}/{len(kl_latent)}")
+        fields = {"loss": mean["loss"].item(), "recon": mean["recon"].item(), "kl": mean["kl"].item(),
+                  "active": active, **{f"kl_{i}": k for i, k in enumerate(kl_latent.tolist())}}
+        return text, fields
 
-def train(config: dict, out: str, device: torch.device, resume: bool = False) -> None:
-    trainer = Trainer(config, device)
+
+def train(config: dict, out: str, device: torch.device, resume: bool = False, trainer=None) -> None:
+    """Step `trainer` (a Trainer by default) to config["steps"], logging, scoring and checkpointing.
+
+    Any object with step() -> dict of scalar tensors, report(mean) -> (text, CSV fields),
+    state(), load_state(ckpt), a `model` with encode_mu and `step_count` can be trained here:
+    baselines.py trains DC-IGN and InfoGAN through this loop.
+    """
+    trainer = trainer or Trainer(config, device)
     if resume:
         ckpt = read_resume_checkpoint(out)
         trainer.load_state(ckpt)
         print(f"resumed {out} at step {trainer.step_count:,}", flush=True)
     total = config["steps"]
     log_path = str(Path(out).with_suffix(".csv"))
-    M = config["latents"]
-    columns = ["step", "samples", "seconds", "loss", "recon", "kl", "active"] + [f"kl_{i}" for i in range(M)]
     eval_every = config.get("eval_every")
-    if eval_every:
-        columns.append("score")
     seconds_before = ckpt.get("seconds", 0.0) if resume else 0.0
-    new_log = not (resume and Path(log_path).exists())
+    new_log = not (resume and Path(log_path).exists() and Path(log_path).stat().st_size > 0)
     last_good = trainer.step_count if resume else None
     eval_seconds = 0.0  # time spent scoring, left out of the training time in the log
 
@@ -204,8 +224,6 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False) ->
 
     with open(log_path, "w" if new_log else "a", newline="") as log_file:
         log = csv.writer(log_file)
-        if new_log:
-            log.writerow(columns)
         start = time.perf_counter()
         interval_start, interval_step = start, trainer.step_count
         sums: dict[str, torch.Tensor] = {}
@@ -218,7 +236,7 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False) ->
                 if step % config["log_every"] == 0 or step == total:
                     n = step - interval_step
                     mean = {k: v / n for k, v in sums.items()}
-                    if not torch.isfinite(mean["loss"]):
+                    if not all(torch.isfinite(v).all() for v in mean.values()):
                         kept = f"the last good checkpoint (step {last_good:,}) is kept" if last_good is not None \
                             else "no checkpoint was written"
                         raise UsageError(f"loss became NaN between steps {interval_step:,} and {step:,}; "
@@ -226,13 +244,14 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False) ->
                     now = time.perf_counter()
                     rate = n * config["batch_size"] / (now - interval_start)
                     eta = (total - step) * config["batch_size"] / rate
-                    kl_latent = mean["kl_per_latent"].cpu()
-                    active = int((kl_latent > ACTIVE_KL).sum())
-                    print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | loss {mean['loss']:.2f} "
-                          f"recon {mean['recon']:.2f} kl {mean['kl']:.2f} | active {active}/{M} | "
-                          f"ETA {format_seconds(eta)}", flush=True)
-                    row = [step, step * config["batch_size"], f"{train_seconds():.1f}", f"{mean['loss']:.4f}",
-                           f"{mean['recon']:.4f}", f"{mean['kl']:.4f}", active] + [f"{k:.4f}" for k in kl_latent.tolist()]
+                    text, fields = trainer.report(mean)
+                    print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | {text} | ETA {format_seconds(eta)}",
+                          flush=True)
+                    if new_log:
+                        log.writerow(["step", "samples", "seconds", *fields] + (["score"] if eval_every else []))
+                        new_log = False
+                    row = [step, step * config["batch_size"], f"{train_seconds():.1f}"]
+                    row += [f"{v:.4f}" if isinstance(v, float) else v for v in fields.values()]
                     if eval_every:
                         score = ""
                         if step % eval_every == 0 or step == total:
@@ -258,14 +277,18 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False) ->
     print(f"wrote {out} (step {trainer.step_count:,}) and {log_path}")
 
 
-def disentanglement(model: BetaVAE, device: torch.device) -> float:
-    """The Sec. 3 score at metric.py's defaults, for --eval-every.
+def disentanglement(model: torch.nn.Module, device: torch.device) -> float:
+    """The Sec. 3 score at metric.py's defaults, for --eval-every; the model in eval mode meanwhile.
 
     Imported here, not at the top, so that train.py needs metric.py only when scoring.
     """
     import metric
 
-    return metric.disentanglement_score(metric.encode_all(metric.model_encoder(model), device))
+    model.eval()
+    try:
+        return metric.disentanglement_score(metric.encode_all(metric.model_encoder(model), device))
+    finally:
+        model.train()
 
 
 def format_seconds(s: float) -> str:
