@@ -766,3 +766,22 @@ def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(
         bad = run_cli("baselines.py", *args, check=False)
         assert_one_line_error(bad)
         assert bad.stderr.startswith("baselines.py: error:")
+
+
+def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(tmp_path):
+    import traverse
+
+    log = tmp_path / "b4.csv"
+    log.write_text("step,samples,seconds,loss,score\n250,64000,60.0,150.0,1.0\n500,128000,120.0,140.0,\n"
+                   "750,192000,600.0,130.0,1.0\n")
+    assert traverse.read_scores(str(log)) == ([1.0, 10.0], [100.0, 100.0])
+    out = tmp_path / "curves.png"
+    run_cli("traverse.py", "--curves", f"β = 4={log}", "--out", str(out))
+    pixels = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out).convert("RGB"))
+    top = 2 * traverse.LINE  # a score of 100 % is drawn on the box's top edge
+    blue = (pixels[top - 2:top + 3] == traverse.CURVE_COLOURS[0]).all(-1)
+    assert blue.any() and not (pixels[top + 20:-3 * traverse.LINE] == traverse.CURVE_COLOURS[0]).all(-1)[:, :300].any()  # the legend sits right of x = 366
+    bare = tmp_path / "bare.csv"
+    bare.write_text("step,samples,seconds,loss\n250,64000,60.0,150.0\n")
+    for args in (["--curves", str(bare)], ["--curves", str(tmp_path / "missing.csv")], []):
+        assert_one_line_error(run_cli("traverse.py", *args, check=False))

@@ -6,11 +6,13 @@ latent over [−3, 3] while the others stay at mu; one row per latent, the most 
 Latent response maps (Fig. 7A rows 1–3, 2D shapes only): the mean of each latent's mu over the
 whole data set as a function of position (a heat map), of scale and of rotation (one curve per
 shape: square red, ellipse green, heart blue). Samples from the prior (Fig. 9): decoded z ~ N(0, I).
-Reconstructions: inputs above the decoded mean of q(z|x).
+Reconstructions: inputs above the decoded mean of q(z|x). Learning curves: the disentanglement
+score that train.py --eval-every logs, against training minutes.
 
     python traverse.py ckpt.pt                       # every figure, into ckpt_figures/
     python traverse.py ckpt.pt --only traversal --steps 7 --out figs
     python traverse.py faces.pt --seeds 5            # a model trained on an image folder
+    python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png   # score vs minutes
 """
 
 import argparse
@@ -190,6 +192,58 @@ def response_maps(codes: torch.Tensor, kl: torch.Tensor, path: Path) -> dict[str
     return responses
 
 
+CURVE = (480, 280)  # the learning curves' axis box, pixels
+CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0), (90, 90, 90))
+
+
+def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
+    """Training minutes and disentanglement scores (%) of a train.py --eval-every CSV log."""
+    import csv
+
+    try:
+        with open(csv_path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row.get("score")]
+    except OSError as e:
+        raise UsageError(f"cannot read {csv_path}: {e.strerror}") from None
+    if not rows:
+        raise UsageError(f"{csv_path} has no scores: train with --eval-every N to log them")
+    return [float(r["seconds"]) / 60 for r in rows], [100 * float(r["score"]) for r in rows]
+
+
+def learning_curves(specs: list[str], path: Path) -> None:
+    """The disentanglement score against training minutes, one line per CSV log (`label=path` or path)."""
+    curves = []
+    for spec in specs:
+        label, _, csv_path = spec.rpartition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        curves.append((label or Path(csv_path).stem, *read_scores(csv_path)))
+    x_max = max(max(minutes) for _, minutes, _ in curves)
+    step = next(s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300) if x_max / s <= 8)  # at most 8 x ticks
+    x_max = step * -(-x_max // step)
+    left, top = 56, 2 * LINE
+    canvas = Image.new("RGB", (left + CURVE[0] + 2 * SPACE, top + CURVE[1] + 3 * LINE), "white")
+    draw, f = ImageDraw.Draw(canvas), font()
+
+    def xy(minutes: float, score: float) -> tuple[float, float]:  # score axis from chance (25 %) to 100 %
+        return left + minutes / x_max * CURVE[0], top + (100 - score) / 75 * CURVE[1]
+
+    for score in (25, 50, 75, 100):
+        draw.line([xy(0, score), xy(x_max, score)], fill=(225, 225, 225))
+        draw.text((4, xy(0, score)[1] - LINE / 2), f"{score} %", fill="black", font=f)
+    for m in range(0, int(x_max) + 1, step):
+        x, y = xy(m, 25)
+        draw.text((x - 4, y + 4), str(m), fill="black", font=f)
+    draw.rectangle((left, top, left + CURVE[0], top + CURVE[1]), outline="grey")
+    draw.text((left + CURVE[0] / 2 - 80, top + CURVE[1] + LINE + 4), "training minutes (CPU)", fill="black", font=f)
+    draw.text((left, 2), "disentanglement score (Sec. 3)", fill="black", font=f)
+    for i, ((label, minutes, scores), colour) in enumerate(zip(curves, CURVE_COLOURS * len(curves))):
+        points = [xy(m, s) for m, s in zip(minutes, scores)]
+        draw.line(points, fill=colour, width=2)
+        for px, py in points:
+            draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
+        draw.text((left + CURVE[0] - 170, top + CURVE[1] - (len(curves) - i) * LINE - 4), label, fill=colour, font=f)
+    canvas.save(path)
+
+
 def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | ImageFolder, n: int,
                 generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """The images whose codes the traversals start from: (S, C, 64, 64) and a name for each."""
@@ -248,8 +302,10 @@ def figures(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("checkpoint", help="a train.py checkpoint")
-    p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it)")
+    p.add_argument("checkpoint", nargs="?", help="a train.py checkpoint")
+    p.add_argument("--curves", nargs="+", metavar="CSV",
+                   help="instead: learning curves of train.py --eval-every logs (path or label=path) into --out PNG")
+    p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it); with --curves, the PNG")
     p.add_argument("--only", choices=("traversal", "maps", "samples", "recon"), help="draw this figure alone")
     p.add_argument("--steps", type=int, default=10, help="positions of each traversal over [-3, 3] (default 10)")
     p.add_argument("--seeds", type=int, default=3, help="image-folder models: images to traverse from (default 3)")
@@ -259,8 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    p = build_parser()
+    args = p.parse_args()
+    if (args.checkpoint is None) == (args.curves is None):
+        p.error("give a checkpoint, or --curves CSV ...")
     try:
+        if args.curves:
+            out = Path(args.out or "curves.png")
+            learning_curves(args.curves, out)
+            print(f"wrote {out}")
+            return
         figures(args)
     except (UsageError, ValueError, OSError, RuntimeError) as e:  # ValueError includes CheckpointError
         print(f"traverse.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
