@@ -48,6 +48,13 @@ PAPER = {
     "VAE (β = 1)": (61.58, 0.5),
     "β-VAE (β = 4)": (99.23, 0.1),
 }
+# Table 2 (A.5): a linear classifier's accuracy (%) at each factor's value from the codes:
+# shape ("id" in the paper), scale, rotation, posX, posY.
+PAPER_TABLE2 = {
+    "β-VAE (β = 4)": (50.08, 43.03, 20.36, 52.25, 49.5),
+    "VAE (β = 1)": (41.55, 24.07, 8.0, 16.5, 18.72),
+    "PCA": (43.38, 36.08, 5.96, 60.66, 60.15),
+}
 PAPER_PCA_EXPLAINED = 0.608  # variance explained by the top 10 components (A.3)
 ROWS = {"gt": "ground truth", "pixels": "raw pixels", "pca": "PCA", "ica": "ICA", "untrained": "VAE untrained"}
 
@@ -504,10 +511,35 @@ class Row:
     codes: Callable[[], Iterable[metric.Codes]]
 
 
-def score_row(row: Row, seeds: int = 3, first_seed: int = 0, **settings) -> list[float]:
-    """The metric for every replica and classifier seed: len = replicas × seeds."""
-    return [metric.disentanglement_score(codes, seed=first_seed + s, **settings)
-            for codes in row.codes() for s in range(seeds)]
+def score_row(row: Row, seeds: int = 3, first_seed: int = 0, table2: bool = False,
+              **settings) -> tuple[list[float], list[dict[str, float]]]:
+    """The metric for every replica and classifier seed (len = replicas × seeds), and with
+    `table2` the A.5 factor accuracies of every replica at the first seed."""
+    scores, accuracies = [], []
+    for codes in row.codes():
+        scores += [metric.disentanglement_score(codes, seed=first_seed + s, **settings) for s in range(seeds)]
+        if table2:
+            accuracies.append(metric.factor_classification(
+                codes, seed=first_seed, **{k: v for k, v in settings.items() if k not in ("L", "factors")}))
+    return scores, accuracies
+
+
+def format_table2(results: list[tuple[str, list[dict[str, float]]]], markdown: bool = False) -> str:
+    """A.5 / Table 2: mean accuracy over replicas per factor, the paper's figure in brackets."""
+    names = ("shape", "scale", "orientation", "posX", "posY")
+    lines = [("representation", *(f"{n} (%)" for n in names))]
+    for label, accuracies in results:
+        paper = PAPER_TABLE2.get(label)
+        cells = []
+        for k, name in enumerate(names):
+            ours = 100 * sum(a[name] for a in accuracies) / len(accuracies)
+            cells.append(f"{ours:.2f}" + ("" if paper is None else f" ({paper[k]:g})"))
+        lines.append((label, *cells))
+    if markdown:
+        lines.insert(1, ("---",) * 6)
+        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+    widths = [max(len(line[c]) for line in lines) for c in range(6)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def mean_std(scores: list[float]) -> tuple[float, float]:
@@ -612,8 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rows", default=",".join(ROWS),
                    help=f"baseline rows, comma-separated, from {', '.join(ROWS)} (default: all)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
-    p.add_argument("--L", type=int, default=metric.DEFAULT_L,
-                   help=f"pairs averaged per point (default {metric.DEFAULT_L})")
+    p.add_argument("--table2", action="store_true",
+                   help="also Table 2 (A.5): each factor's linear-classifier accuracy, mean over replicas")
+    p.add_argument("--L", type=int, nargs="+", default=[metric.DEFAULT_L],
+                   help=f"pairs averaged per point (default {metric.DEFAULT_L}); several: one table each")
     p.add_argument("--n-train", type=int, default=metric.DEFAULT_N_TRAIN,
                    help=f"classifier training points (default {metric.DEFAULT_N_TRAIN})")
     p.add_argument("--n-test", type=int, default=metric.DEFAULT_N_TEST,
@@ -693,10 +727,11 @@ def main() -> None:
         p.error("nothing to do: give --table or --train")
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 (progress; the table is stdout)
     try:
-        for flag in ("L", "n_train", "n_test", "classifier_steps", "seeds", "pca_images", "untrained_inits",
-                     "batch_size"):
+        for flag in ("n_train", "n_test", "classifier_steps", "seeds", "pca_images", "untrained_inits", "batch_size"):
             if getattr(args, flag) <= 0:
                 raise ValueError(f"--{flag.replace('_', '-')} must be positive")
+        if min(args.L) <= 0:
+            raise ValueError("--L must be positive")
         names = [name.strip() for name in args.rows.split(",") if name.strip()]
         unknown = [name for name in names if name not in ROWS]
         if unknown:
@@ -704,24 +739,37 @@ def main() -> None:
         device = pick_device(args.device)
         extra = checkpoint_rows(args.checkpoints, device, args.batch_size)  # fail before any work
         rows, notes = baseline_rows(names, args, device, log)
-        settings = dict(L=args.L, n_train=args.n_train, n_test=args.n_test, steps=args.classifier_steps,
+        settings = dict(n_train=args.n_train, n_test=args.n_test, steps=args.classifier_steps,
                         lr=args.classifier_lr, optimizer=args.classifier)
-        results = []
+        results: dict[int, list] = {L: [] for L in args.L}
+        table2 = []
         for row in rows + extra:
-            t = time.perf_counter()
-            scores = score_row(row, args.seeds, args.seed, **settings)
-            mean, std = mean_std(scores)
-            log(f"{row.label}: {mean:.2f} ± {std:.2f} % over {len(scores)} score(s): "
-                f"{', '.join(f'{100 * s:.2f}' for s in scores)} ({time.perf_counter() - t:.0f} s)")
-            results.append((row.label, scores))
-        print(format_table(results, args.markdown))
-        print()
+            replicas = list(row.codes())  # encoded once, scored at every L
+            for k, L in enumerate(args.L):
+                t = time.perf_counter()
+                scores, accuracies = score_row(Row(row.label, lambda: replicas), args.seeds, args.seed,
+                                               args.table2 and k == 0, L=L, **settings)
+                mean, std = mean_std(scores)
+                log(f"{row.label}, L = {L}: {mean:.2f} ± {std:.2f} % over {len(scores)} score(s): "
+                    f"{', '.join(f'{100 * s:.2f}' for s in scores)} ({time.perf_counter() - t:.0f} s)")
+                results[L].append((row.label, scores))
+                if accuracies:
+                    table2.append((row.label, accuracies))
         classifier = (f"full-batch L-BFGS to convergence (≤ {args.classifier_steps} iterations)"
                       if args.classifier == "lbfgs" else
                       f"full-batch Adagrad lr {args.classifier_lr} for {args.classifier_steps} steps")
-        print(f"Metric: L = {args.L}, {args.n_train:,} train / {args.n_test:,} test points, factors "
-              f"{', '.join(shapes.FACTOR_NAMES[f] for f in metric.PAPER_FACTORS)}; linear softmax, {classifier}; "
-              f"{args.seeds} classifier seed(s) per replica, std over seeds and replicas.")
+        for L in args.L:
+            print(format_table(results[L], args.markdown))
+            print()
+            print(f"Metric: L = {L}, {args.n_train:,} train / {args.n_test:,} test points, factors "
+                  f"{', '.join(shapes.FACTOR_NAMES[f] for f in metric.PAPER_FACTORS)}; linear softmax, {classifier}; "
+                  f"{args.seeds} classifier seed(s) per replica, std over seeds and replicas.")
+            print()
+        if args.table2:
+            print(format_table2(table2, args.markdown))
+            print()
+            print(f"Table 2 (A.5): {args.n_train:,} train / {args.n_test:,} test codes per factor, classifier seed "
+                  f"{args.seed}, mean over replicas; the paper's figure in brackets.")
         for note in notes.values():
             print(f"{note}.")
     except (CheckpointError, ValueError, RuntimeError, OSError) as e:

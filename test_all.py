@@ -648,11 +648,15 @@ def test_baselines_in_pair_keeps_every_factor_but_shape():
 
 def test_baselines_ground_truth_row_scores_at_least_99_percent():
     assert torch.equal(baselines.ground_truth_codes(), GROUND_TRUTH)
-    assert baselines.score_row(baselines.Row("ground truth", lambda: [GROUND_TRUTH]), seeds=1, **SMALL)[0] >= 0.99
+    assert baselines.score_row(baselines.Row("ground truth", lambda: [GROUND_TRUTH]), seeds=1, **SMALL)[0][0] >= 0.99
     # every replica with every classifier seed
     replicas = baselines.Row("two", lambda: [GROUND_TRUTH, torch.zeros(shapes.N_IMAGES, 2)])
-    scores = baselines.score_row(replicas, seeds=2, n_train=100, n_test=100, steps=5)
-    assert len(scores) == 4 and scores[0] != scores[2]
+    scores, accuracies = baselines.score_row(replicas, seeds=2, table2=True, n_train=100, n_test=100, steps=5)
+    assert len(scores) == 4 and scores[0] != scores[2] and len(accuracies) == 2
+    _, accuracies = baselines.score_row(replicas, seeds=1, table2=True, n_train=2000, n_test=500)
+    assert accuracies[0]["posX"] > 0.9 and accuracies[1]["posX"] < 0.1  # 1/32 by chance
+    table2 = baselines.format_table2([("PCA", accuracies[:1])], markdown=True).splitlines()
+    assert table2[0].startswith("| representation | shape (%)") and "(60.66)" in table2[2]
 
 
 def test_baselines_table_formats_ours_beside_the_paper():
@@ -679,13 +683,17 @@ def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_
 
 
 def test_baselines_cli_table_and_bad_input(tmp_path):
-    result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "--n-train", "300",
-                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu")
+    result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "2", "--n-train", "300",
+                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu", "--table2")
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["representation", "ours", "(%)"] and "paper (%)" in lines[0]
     assert lines[1].startswith("ground truth") and " 100 " in lines[1]
     assert lines[2].startswith("raw pixels") and "45.75 ± 0.8" in lines[2]  # in the paper's order
-    assert "L = 8" in result.stdout and "raw pixels:" in result.stderr  # settings; progress
+    assert "raw pixels, L = 8:" in result.stderr  # progress
+    # one table per L, each followed by its settings, then Table 2
+    settings = [line for line in lines if line.startswith("Metric: L = ")]
+    assert [s.split(",")[0] for s in settings] == ["Metric: L = 8", "Metric: L = 2"]
+    assert sum(line.startswith("raw pixels") for line in lines) == 3 and "Table 2 (A.5)" in result.stdout
     conv = tmp_path / "faces.pt"  # a model of other images
     torch.save({"model": model.BetaVAE("conv", channels=3).state_dict(),
                 "config": {"arch": "conv", "latents": 32, "channels": 3, "dataset": "folder"}}, conv)
