@@ -684,7 +684,7 @@ def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_
 
 def test_baselines_cli_table_and_bad_input(tmp_path):
     result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "2", "--n-train", "300",
-                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu", "--table2")
+                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu", "--table2", "--a4")
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["representation", "ours", "(%)"] and "paper (%)" in lines[0]
     assert lines[1].startswith("ground truth") and " 100 " in lines[1]
@@ -692,7 +692,7 @@ def test_baselines_cli_table_and_bad_input(tmp_path):
     assert "raw pixels, L = 8:" in result.stderr  # progress
     # one table per L, each followed by its settings, then Table 2
     settings = [line for line in lines if line.startswith("Metric: L = ")]
-    assert [s.split(",")[0] for s in settings] == ["Metric: L = 8", "Metric: L = 2"]
+    assert [s.split(",")[0] for s in settings] == ["Metric: L = 8", "Metric: L = 2"] and "(A.4)" in settings[0]
     assert sum(line.startswith("raw pixels") for line in lines) == 3 and "Table 2 (A.5)" in result.stdout
     conv = tmp_path / "faces.pt"  # a model of other images
     torch.save({"model": model.BetaVAE("conv", channels=3).state_dict(),
