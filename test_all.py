@@ -793,3 +793,14 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
     bare.write_text("step,samples,seconds,loss\n250,64000,60.0,150.0\n")
     for args in (["--curves", str(bare)], ["--curves", str(tmp_path / "missing.csv")], []):
         assert_one_line_error(run_cli("traverse.py", *args, check=False))
+
+
+def test_scoring_during_training_leaves_the_training_noise_alone(monkeypatch):
+    import train
+
+    monkeypatch.setattr(metric, "encode_all", lambda encode, device: GROUND_TRUTH)  # no encoding
+    net = model.BetaVAE("fc")
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    assert train.disentanglement(net, torch.device("cpu")) > 0.9
+    assert torch.equal(torch.get_rng_state(), before) and net.training

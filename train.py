@@ -278,17 +278,21 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False, tr
 
 
 def disentanglement(model: torch.nn.Module, device: torch.device) -> float:
-    """The Sec. 3 score at metric.py's defaults, for --eval-every; the model in eval mode meanwhile.
+    """The Sec. 3 score at metric.py's defaults, for --eval-every; the model in eval mode meanwhile,
+    and the random state of training as it was.
 
     Imported here, not at the top, so that train.py needs metric.py only when scoring.
     """
     import metric
 
     model.eval()
-    try:
-        return metric.disentanglement_score(metric.encode_all(metric.model_encoder(model), device))
-    finally:
-        model.train()
+    # Scoring draws random numbers (the classifier's init): without the fork, a run with
+    # --eval-every would train on other noise than the same run without it.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            return metric.disentanglement_score(metric.encode_all(metric.model_encoder(model), device))
+        finally:
+            model.train()
 
 
 def format_seconds(s: float) -> str:
