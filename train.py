@@ -19,7 +19,9 @@ import argparse
 import csv
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -202,6 +204,11 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False, tr
     baselines.py trains DC-IGN and InfoGAN through this loop.
     """
     trainer = trainer or Trainer(config, device)
+    if threading.current_thread() is threading.main_thread():
+        # A shell that starts a job in the background (`nohup ... &`) makes it ignore SIGINT,
+        # and then Python never raises KeyboardInterrupt: restore it, so that Ctrl-C or
+        # `kill -INT` always saves a checkpoint.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if resume:
         ckpt = read_resume_checkpoint(out)
         trainer.load_state(ckpt)
