@@ -393,9 +393,6 @@ def info_nll(c: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.T
 class InfoGANTrainer(train.Trainer):
     """One discriminator-and-Q step, then one generator step, per batch; Adam for each side."""
 
-    def make_model(self) -> nn.Module:
-        return InfoGAN()
-
     def __init__(self, config: dict, device: torch.device):
         super().__init__(config, device)
         m = self.model
@@ -403,6 +400,9 @@ class InfoGANTrainer(train.Trainer):
         self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(), *m.q_head.parameters()],
                                           lr=INFOGAN_LR_D, betas=INFOGAN_BETAS)
         self.optimizer_g = torch.optim.Adam(m.generator.parameters(), lr=INFOGAN_LR_G, betas=INFOGAN_BETAS)
+
+    def make_model(self) -> nn.Module:
+        return InfoGAN()
 
     def state(self) -> dict:
         return {**super().state(), "optimizer_g": self.optimizer_g.state_dict()}
@@ -426,7 +426,8 @@ class InfoGANTrainer(train.Trainer):
             fake = m.generator(torch.cat([c, noise], 1))  # (B, 1, 64, 64)
             d_real, _, _ = m.discriminate(noisy(real))
             d_fake, mu, logvar = m.discriminate(noisy(fake.detach()))
-        d_loss = bce(d_real.float(), torch.ones_like(d_real.float())) + bce(d_fake.float(), torch.zeros_like(d_fake.float()))
+        is_real, is_fake = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
+        d_loss = bce(d_real.float(), is_real) + bce(d_fake.float(), is_fake)
         q_loss = info_nll(c, mu.float(), logvar.float())
         self.optimizer.zero_grad(set_to_none=True)
         (d_loss + INFOGAN_LAMBDA * q_loss).backward()
@@ -434,7 +435,7 @@ class InfoGANTrainer(train.Trainer):
 
         with self.autocast:
             d_fake_g, mu, logvar = m.discriminate(noisy(fake))
-        g_loss = bce(d_fake_g.float(), torch.ones_like(d_fake_g.float()))  # non-saturating: log D(G(c, noise))
+        g_loss = bce(d_fake_g.float(), is_real)  # non-saturating: −log D(G(c, noise))
         mi = info_nll(c, mu.float(), logvar.float())
         self.optimizer_g.zero_grad(set_to_none=True)
         (g_loss + INFOGAN_LAMBDA * mi).backward()
