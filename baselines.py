@@ -491,7 +491,8 @@ def baseline_config(args: argparse.Namespace) -> dict:
 
 def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str]:
     """A trained model of 2D shapes (β-VAE, DC-IGN or InfoGAN) and its row label."""
-    config = read_checkpoint(path)["config"]
+    ckpt = read_checkpoint(path)
+    config = ckpt["config"]
     name = config.get("baseline")
     if name is None:
         return metric.load_shapes_model(path, device), checkpoint_label(config)
@@ -499,7 +500,7 @@ def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str
         raise CheckpointError(f"{path}: unknown baseline {name!r}")
     model = BASELINE_MODELS[name]()
     try:
-        model.load_state_dict(read_checkpoint(path)["model"])
+        model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), BASELINE_LABELS[name]
@@ -698,8 +699,7 @@ def train_baseline(args: argparse.Namespace) -> None:
         for flag in ("steps", "train_batch_size", "log_every", "save_every", "eval_every"):
             if getattr(args, flag) is not None and getattr(args, flag) <= 0:
                 raise train.UsageError(f"--{flag.replace('_', '-')} must be positive")
-        if args.eval_every and args.eval_every % args.log_every:
-            raise train.UsageError("--eval-every must be a multiple of --log-every: scores go into the log's rows")
+        train.check_eval_every(args.eval_every, args.log_every)
         device = pick_device(args.device)
         if args.resume:
             config = train.read_resume_checkpoint(out)["config"]

@@ -402,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_eval_every(eval_every: int | None, log_every: int) -> None:
+    """--eval-every's scores go into the log's rows, so it must fall on them."""
+    if eval_every and eval_every % log_every:
+        raise UsageError("--eval-every must be a multiple of --log-every: scores go into the log's rows")
+
+
 def make_config(args: argparse.Namespace) -> dict:
     """The full run config from the flags, with the paper's defaults for the dataset."""
     defaults = DATASET_DEFAULTS[args.dataset]
@@ -422,8 +428,7 @@ def make_config(args: argparse.Namespace) -> dict:
         raise UsageError("--lr must be positive")
     if args.eval_every and args.dataset == "folder":
         raise UsageError("--eval-every needs the 2D shapes: the metric fixes their factors")
-    if args.eval_every and args.eval_every % args.log_every:
-        raise UsageError("--eval-every must be a multiple of --log-every: scores go into the log's rows")
+    check_eval_every(args.eval_every, args.log_every)
     config.update(dataset=args.dataset, data=args.data, beta=beta, channels=channels,
                   batch_size=args.batch_size, steps=args.steps or DEFAULT_STEPS, seed=args.seed,
                   capacity_max=args.capacity_max, capacity_steps=args.capacity_steps, gamma=args.gamma,

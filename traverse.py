@@ -212,9 +212,11 @@ def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
 
 def learning_curves(specs: list[str], path: Path) -> None:
     """The disentanglement score against training minutes, one line per CSV log (`label=path` or path)."""
+    from baselines import split_checkpoint  # the `label=path` convention of baselines.py's rows
+
     curves = []
     for spec in specs:
-        label, _, csv_path = spec.rpartition("=") if "=" in spec and not Path(spec).exists() else ("", "", spec)
+        label, csv_path = split_checkpoint(spec)
         curves.append((label or Path(csv_path).stem, *read_scores(csv_path)))
     x_max = max(max(minutes) for _, minutes, _ in curves)
     step = next(s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300) if x_max / s <= 8)  # at most 8 x ticks
