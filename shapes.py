@@ -4,17 +4,21 @@
 heart), scale (6), orientation (40) and position X and Y (32 each). This file is
 the simulator Sim(v) of Sec. 2 and 3: `render` draws any factor vector directly,
 so training and the disentanglement metric never need DeepMind's 3 GB array.
-The geometry matches facts measured on the real dSprites images
-(../shared/DESIGN.md): centre, sizes, orientation direction, outlines.
+The geometry is fitted to genuine dSprites images (assets/dsprites_sample12.npz): centre,
+sizes, orientation direction and outlines draw each of those 12 images pixel for pixel.
+Needs only torch, numpy (and pillow for the PNGs); imports nothing from the project.
 
     python shapes.py --grid shapes.png      # preview every shape by scale and orientation
     python shapes.py --benchmark            # images/s at batch 64, seconds for all 737,280
     python shapes.py --out dsprites.npz     # the whole set in DeepMind's npz layout
+    python shapes.py --compare dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz   # IoU vs a real file
 """
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 import time
 import zipfile
 
@@ -37,20 +41,48 @@ IMAGE_SIZE = 64
 # index = dot(classes, FACTOR_BASES): posY varies fastest, as in DeepMind's file.
 FACTOR_BASES = tuple(math.prod(FACTOR_SIZES[i + 1:]) for i in range(len(FACTOR_SIZES)))
 
-# Geometry at scale 1, in pixels (measured on the real images, DESIGN.md).
-SQUARE_HALF_SIDE = 19.25 / 2  # side 19.25 px, ≈ 370 px on
-ELLIPSE_AXES = (13.0, 7.0)  # semi-axes, long axis horizontal at orientation 0, ≈ 286 px on
-# Heart: a diamond (half-diagonal HEART_D) with two disks on its upper edges, the disks
-# tangent to the lower edges, stretched vertically by HEART_STRETCH so that it is as tall
-# as it is wide: ≈ 18.3 px wide and tall, ≈ 225 px on.
-HEART_D = 7.6
-HEART_STRETCH = 1.09
-# Shift that puts the heart's bounding-box centre (not the diamond's) at the sprite centre:
-# unstretched it spans y in [-d, d/2 + d/√2].
-HEART_BOX_SHIFT = HEART_D * (0.5 + 0.5 ** 0.5 - 1) / 2
-# Largest distance of any pixel of any shape from its centre at scale 1 (the rotated
-# square's half-diagonal); each sprite is drawn only inside a window of that radius.
-MAX_RADIUS = SQUARE_HALF_SIDE * 2 ** 0.5 + 0.05
+# Geometry at scale 1, in pixels, fitted to the 12 genuine dSprites images in
+# assets/dsprites_sample12.npz (`python shapes.py --compare assets/dsprites_sample12.npz`:
+# every one of them is drawn pixel for pixel).
+SQUARE_HALF_SIDE = 19.2 / 2  # side 19.2 px, ≈ 370 px on
+ELLIPSE_AXES = (12.76, 7.21)  # semi-axes, long axis horizontal at orientation 0, ≈ 289 px on
+# Heart: the classic heart curve x = 16 sin³t, y = 13 cos t − 5 cos 2t − 2 cos 3t − cos 4t,
+# stretched to fill a square box as wide as the square (19.2 px), lobes up; the box's centre
+# sits HEART_DROP px below the sprite centre, about which it turns. ≈ 226 px on.
+HEART_BOX = 19.2
+HEART_DROP = 0.22
+HEART_ORIGIN = -0.1  # box-side units below the box centre: the curve is star-shaped about it
+# A pixel whose centre lies on a shape's boundary is on, as in the real images; the relative
+# margin keeps float rounding from deciding such ties.
+TIE = 1e-5
+
+
+def _heart_table(n: int = 4096) -> tuple[torch.Tensor, float]:
+    """The heart's boundary in polar form about HEART_ORIGIN, and its farthest point from the centre.
+
+    Returns the squared radius of the boundary (n,) at n pseudo-angles q from straight up
+    (q = 0) through sideways (1) to straight down (2), in units of the box side, right half
+    only (the heart is mirror-symmetric), and the largest distance (px at scale 1) of the
+    heart from the sprite centre. Every ray from HEART_ORIGIN leaves the heart once (the
+    curve is star-shaped about it), so a point is inside when it is no farther from the
+    origin than the boundary in its direction. q = 1 − y / (|x| + |y|) grows with the angle
+    like atan2 but costs one division.
+    """
+    t = np.linspace(0.0, np.pi, 20001)
+    x = 16 * np.sin(t) ** 3 / 32  # the curve spans x in [−16, 16]: box width 1
+    y = 13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t)
+    y = (y - (y.max() + y.min()) / 2) / (y.max() - y.min())  # box height 1, centred
+    extent = np.hypot(x, y - HEART_DROP / HEART_BOX).max() * HEART_BOX
+    y = y - HEART_ORIGIN
+    q = 1 - y / (x + np.abs(y))  # increasing along t, from 0 to 2
+    return torch.from_numpy(np.interp(np.linspace(0, 2, n), q, x * x + y * y)).float(), float(extent)
+
+
+HEART_RADIUS2, HEART_EXTENT = _heart_table()
+# Largest distance of any pixel of each shape from its centre at scale 1 (the square's
+# half-diagonal, the ellipse's long semi-axis, the heart's farthest point), with a margin;
+# each sprite is drawn only inside a window of that radius.
+MAX_RADIUS = (SQUARE_HALF_SIDE * 2 ** 0.5 + 0.05, ELLIPSE_AXES[0] + 0.05, HEART_EXTENT + 0.05)
 
 
 def classes_to_index(classes: torch.Tensor) -> torch.Tensor:
@@ -77,16 +109,20 @@ def sample_factors(n: int, generator: torch.Generator | None = None,
 def _inside(shape: int, x: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
     """Whether points (x, y), in the shape's own frame (y up), lie inside it. Overwrites x, y."""
     if shape == 0:
-        return torch.maximum(x.abs_(), y.abs_()) <= SQUARE_HALF_SIDE * scale
+        return torch.maximum(x.abs_(), y.abs_()) <= SQUARE_HALF_SIDE * scale * (1 + TIE)
     if shape == 1:
         a, b = ELLIPSE_AXES
-        return x.mul_(1 / (a * scale)).square_().add_(y.mul_(1 / (b * scale)).square_()) <= 1.0
-    d = HEART_D * scale
-    x = x.abs_()  # the heart is mirror-symmetric: one lobe tested for both
-    y = y.mul_(1 / HEART_STRETCH).sub_(HEART_BOX_SHIFT * scale)
-    diamond = (x + y.abs()) <= d
-    lobe = (x.sub_(d / 2).square_() + y.sub_(d / 2).square_()) <= d * d / 2
-    return diamond.logical_or_(lobe)
+        return x.mul_(1 / (a * scale)).square_().add_(y.mul_(1 / (b * scale)).square_()) <= 1 + 2 * TIE
+    # The heart, in box-side units from its polar origin; |x| by mirror symmetry.
+    side = HEART_BOX * scale
+    x = x.abs_().mul_(1 / side)
+    y = y.mul_(1 / side).add_(HEART_DROP / HEART_BOX - HEART_ORIGIN)
+    table = HEART_RADIUS2.to(x.device)
+    q = y.div(x + y.abs()).nan_to_num_(0.0).neg_().add_(1)  # pseudo-angle in [0, 2]; the origin itself: 1
+    position = q.mul_((len(table) - 1) / 2)
+    i = position.floor().long().clamp_(max=len(table) - 2)
+    boundary2 = torch.lerp(table[i], table[i + 1], position.sub_(i))  # squared radius of the boundary here
+    return x.square_().add_(y.square_()) <= boundary2 * (1 + 2 * TIE)
 
 
 def render(classes: torch.Tensor, dtype: torch.dtype = torch.float32,
@@ -122,7 +158,7 @@ def _render_chunk(classes: torch.Tensor, out: torch.Tensor) -> None:
         scale = float(FACTOR_VALUES[1][s])
         idx = (group == g).nonzero().squeeze(1)  # (G,)
         # The pixel centres within r of the centre: at most W = floor(2r) + 1 columns from x0.
-        r = MAX_RADIUS * scale
+        r = MAX_RADIUS[shape] * scale
         W = math.floor(2 * r) + 1
         offsets = torch.arange(W, device=device)  # (W,)
         x0 = torch.ceil(cx[idx] - r - 0.5).long()  # (G,) window's first column
@@ -190,6 +226,8 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"cannot read {path} as an npz file ({e.__class__.__name__})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is not an npz file (a single array: DeepMind's file is an npz archive)")
     missing = {"imgs", "latents_classes"} - set(data.files)
     if missing:
         raise ValueError(f"{path} is not a dSprites npz: no {', '.join(sorted(missing))} "
@@ -202,31 +240,108 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     classes = latents[:, 1:].astype(np.int64)  # drop DeepMind's colour column
     if (classes < 0).any() or (classes >= np.array(FACTOR_SIZES)).any():
         raise ValueError(f"{path}: latents_classes out of range for sizes {FACTOR_SIZES}")
-    return imgs.astype(np.uint8, copy=False), classes
+    # DeepMind's images are uint8 in {0, 1}; a file of floats or of 0/255 would train on wrong pixels.
+    if imgs.dtype != np.uint8 or (len(imgs) and imgs.max() > 1):
+        kind = f"{imgs.dtype} images" + (f" with values up to {imgs.max():g}" if len(imgs) else "")
+        raise ValueError(f"{path}: {kind}; expected uint8 pixels of 0 or 1, as in DeepMind's file")
+    return imgs, classes
 
 
 def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 65536) -> None:
     """Write images start..stop-1 in DeepMind's npz layout, so readers of the real file run on ours."""
-    index = torch.arange(start, stop)
-    classes = index_to_classes(index)  # (N, 5)
-    imgs = np.empty((len(index), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-    out = torch.from_numpy(imgs).unsqueeze(1)  # (N, 1, 64, 64) rendered in place
-    for i in range(0, len(index), chunk):
-        render(classes[i:i + chunk], out=out[i:i + chunk])
-    latents_classes = np.concatenate([np.zeros((len(index), 1), np.int64), classes.numpy()], 1)
-    latents_values = np.stack([np.ones(len(index))] + [FACTOR_VALUES[f][classes[:, f].numpy()]
-                                                       for f in range(5)], 1)
-    metadata = {
-        "date": "rendered by shapes.py",
-        "description": "2D shapes rendered to match DeepMind's dSprites",
-        "latents_names": ("color",) + FACTOR_NAMES,
-        "latents_sizes": np.array((1,) + FACTOR_SIZES),
-        "latents_possible_values": {"color": np.array([1.0]),
-                                    **{n: v for n, v in zip(FACTOR_NAMES, FACTOR_VALUES)}},
-    }
-    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the name
-        np.savez_compressed(f, imgs=imgs, latents_classes=latents_classes,
-                            latents_values=latents_values, metadata=np.array(metadata, dtype=object))
+
+    def write(f) -> None:
+        index = torch.arange(start, stop)
+        classes = index_to_classes(index)  # (N, 5)
+        imgs = np.empty((len(index), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        out = torch.from_numpy(imgs).unsqueeze(1)  # (N, 1, 64, 64) rendered in place
+        for i in range(0, len(index), chunk):
+            render(classes[i:i + chunk], out=out[i:i + chunk])
+        latents_classes = np.concatenate([np.zeros((len(index), 1), np.int64), classes.numpy()], 1)
+        latents_values = np.stack([np.ones(len(index))] + [FACTOR_VALUES[f][classes[:, f].numpy()]
+                                                           for f in range(5)], 1)
+        metadata = {
+            "date": "rendered by shapes.py",
+            "description": "2D shapes rendered to match DeepMind's dSprites",
+            "latents_names": ("color",) + FACTOR_NAMES,
+            "latents_sizes": np.array((1,) + FACTOR_SIZES),
+            "latents_possible_values": {"color": np.array([1.0]),
+                                        **{n: v for n, v in zip(FACTOR_NAMES, FACTOR_VALUES)}},
+        }
+        np.savez_compressed(f, imgs=imgs, latents_classes=latents_classes, latents_values=latents_values,
+                            metadata=np.array(metadata, dtype=object))
+
+    write_atomically(path, write)
+
+
+def write_atomically(path: str, write) -> None:
+    """Call write(file) on a new temp file beside `path`, then rename it to `path`.
+
+    A failure or Ctrl-C midway removes the temp file and leaves any old `path` as it was; the
+    file is created before `write` runs, so an unwritable place fails before any work. The
+    file object also keeps numpy from appending ".npz" to the name.
+    """
+    if os.path.isdir(path):
+        raise OSError(f"cannot write {path}: it is a folder")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:  # the temp file first: an unwritable place fails before any work
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str, tuple[float, float, int]]:
+    """Our image of every factor setting in a dSprites npz against the file's: IoU by shape.
+
+    IoU is |real ∩ ours| / |real ∪ ours| of the pixels that are on. Returns, for each shape
+    present, (mean IoU, min IoU, images); writes `png`, the `worst` images of lowest IoU
+    overlaid, enlarged 3x: on in both white, in the file only red, in ours only cyan.
+    """
+    from PIL import Image, ImageDraw
+
+    imgs, classes = load_npz(path)
+    iou = torch.empty(len(imgs))  # (N,)
+    t = last = time.perf_counter()
+    for start in range(0, len(imgs), chunk):
+        real = torch.from_numpy(imgs[start:start + chunk]).bool()  # (B, 64, 64)
+        ours = render(torch.from_numpy(classes[start:start + chunk]), dtype=torch.uint8)[:, 0].bool()
+        union = (real | ours).sum((1, 2))
+        iou[start:start + chunk] = torch.where(union > 0, (real & ours).sum((1, 2)) / union.clamp(min=1), 1.0)
+        if time.perf_counter() - last > 10:
+            last = time.perf_counter()
+            print(f"compared {start + len(real):,} of {len(imgs):,} images ({last - t:.0f} s)", flush=True)
+    shape = torch.from_numpy(classes[:, 0])
+    stats = {SHAPE_NAMES[s]: (iou[shape == s].mean().item(), iou[shape == s].min().item(), int((shape == s).sum()))
+             for s in range(len(SHAPE_NAMES)) if (shape == s).any()}
+    rows = iou.argsort()[:worst].tolist()  # lowest IoU first
+    tiles = []
+    for row in rows:
+        real = imgs[row].astype(bool)
+        ours = render(torch.from_numpy(classes[row:row + 1]))[0, 0].numpy().astype(bool)
+        rgb = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+        rgb[real] = (255, 40, 40)
+        rgb[ours] = (40, 230, 230)
+        rgb[real & ours] = 255
+        tile = Image.new("RGB", (3 * IMAGE_SIZE, 3 * IMAGE_SIZE + 28), "white")
+        tile.paste(Image.fromarray(rgb).resize((3 * IMAGE_SIZE, 3 * IMAGE_SIZE), Image.NEAREST), (0, 28))
+        c = classes[row]
+        ImageDraw.Draw(tile).text((2, 1), f"row {row}: {SHAPE_NAMES[c[0]]} IoU {iou[row]:.3f}\n"
+                                           f"sc {c[1]} or {c[2]} x {c[3]} y {c[4]}", fill="black")
+        tiles.append(tile)
+    legend = "white: on in both   red: in the file only   cyan: in ours only"
+    canvas = Image.new("RGB", (max(len(tiles), 3) * (3 * IMAGE_SIZE + 8), 3 * IMAGE_SIZE + 48), "white")
+    ImageDraw.Draw(canvas).text((2, 2), legend, fill="black")
+    for k, tile in enumerate(tiles):
+        canvas.paste(tile, (k * (3 * IMAGE_SIZE + 8), 18))
+    canvas.save(png)
+    return stats
 
 
 def draw_grid(path: str, orientations: int = 10) -> None:
@@ -275,26 +390,40 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="write the whole set to this npz, in DeepMind's layout")
     p.add_argument("--grid", help="write a preview PNG: each shape across scales and orientations")
+    p.add_argument("--compare", metavar="NPZ",
+                   help="IoU by shape between a dSprites npz (DeepMind's file or a sample) and our renderer")
+    p.add_argument("--overlay", default="compare.png",
+                   help="with --compare: PNG of the worst images overlaid (default compare.png)")
     p.add_argument("--benchmark", action="store_true", help="print render speed")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="device for --benchmark (default: cuda if present, else cpu)")
     args = p.parse_args()
-    if not (args.out or args.grid or args.benchmark):
-        p.error("nothing to do: give --out, --grid or --benchmark")
+    if not (args.out or args.grid or args.compare or args.benchmark):
+        p.error("nothing to do: give --out, --grid, --compare or --benchmark")
     try:
         device = torch.device(args.device)
         if args.grid:
             draw_grid(args.grid)
             print(f"wrote {args.grid}")
+        if args.compare:
+            print(f"comparing every image of {args.compare} with shapes.render", flush=True)
+            for name, (mean, low, n) in compare(args.compare, args.overlay).items():
+                print(f"{name:8s} IoU mean {mean:.4f}, min {low:.4f} over {n:,} image(s)")
+            print(f"wrote {args.overlay}: the images of lowest IoU, overlaid")
         if args.out:
             t = time.perf_counter()
+            print(f"rendering {N_IMAGES:,} images and compressing them into {args.out} (a minute or two)",
+                  flush=True)
             export_npz(args.out)
             print(f"wrote {args.out}: {N_IMAGES:,} images in {time.perf_counter() - t:.1f} s")
         if args.benchmark:
             benchmark(device)
     except (OSError, RuntimeError, ValueError) as e:
-        print(f"shapes.py: error: {e}", file=sys.stderr)
+        print(f"shapes.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("shapes.py: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
