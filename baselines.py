@@ -34,7 +34,7 @@ import loss as objective
 import metric
 import shapes
 import train
-from model import BetaVAE, CheckpointError, pick_device, read_checkpoint
+from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg
 
 # Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
 PAPER = {
@@ -667,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classifier-lr", type=float, default=metric.CLASSIFIER_LR,
                    help=f"Adagrad learning rate (default {metric.CLASSIFIER_LR}, as the paper)")
     p.add_argument("--seeds", type=int, default=3, help="classifier seeds per replica (default 3, as A.4)")
-    p.add_argument("--seed", type=int, default=0, help="first classifier seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
     p.add_argument("--pca-images", type=int, default=DEFAULT_PCA_IMAGES,
                    help=f"images the PCA covariance is computed on, drawn at random (default all "
                         f"{shapes.N_IMAGES:,}; fewer is faster but moves the PCA and ICA scores)")
@@ -680,8 +680,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=20_000, help="training steps (default 20,000; with --resume, the new total)")
     t.add_argument("--out", help="checkpoint path; the CSV log goes beside it (default dcign.pt / infogan.pt)")
     t.add_argument("--resume", action="store_true", help="continue the run saved at --out")
+    t.add_argument("--overwrite", action="store_true", help="start again at an --out that holds a run")
     t.add_argument("--train-batch-size", type=int, default=64, help="images per training step (default 64)")
-    t.add_argument("--train-seed", type=int, default=0, help="seed of the weights, noise and batches (default 0)")
+    t.add_argument("--train-seed", type=seed_arg, default=0, help="seed of the weights, noise and batches (default 0)")
     t.add_argument("--log-every", type=int, default=100, help="steps between progress lines and CSV rows")
     t.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints")
     t.add_argument("--eval-every", type=int, help="steps between disentanglement scores in the CSV")
@@ -694,27 +695,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def train_baseline(args: argparse.Namespace) -> None:
     """--train dcign|infogan: train.py's loop, logs and checkpoints with the baseline's trainer."""
-    out = args.out or f"{args.train}.pt"
+    out = args.out if args.out is not None else f"{args.train}.pt"
     try:
         for flag in ("steps", "train_batch_size", "log_every", "save_every", "eval_every"):
             if getattr(args, flag) is not None and getattr(args, flag) <= 0:
                 raise train.UsageError(f"--{flag.replace('_', '-')} must be positive")
         train.check_eval_every(args.eval_every, args.log_every)
         device = pick_device(args.device)
-        if args.resume:
-            config = train.read_resume_checkpoint(out)["config"]
-            if config.get("baseline") != args.train:
-                raise train.UsageError(f"--resume: {out} is not a {args.train} checkpoint")
-            config["steps"] = args.steps
-        else:
-            config = baseline_config(args)
-        trainer = BASELINE_TRAINERS[args.train](config, device)
-        train.train(config, out, device, resume=args.resume, trainer=trainer)
+        train.check_out(out, args.resume, args.overwrite)
+        with train.out_lock(out):
+            train.check_existing_run(out, args.resume, args.overwrite)
+            if args.resume:
+                config = train.read_resume_checkpoint(out)["config"]
+                if config.get("baseline") != args.train:
+                    raise train.UsageError(f"--resume: {out} is not a {args.train} checkpoint")
+                config["steps"] = args.steps
+            else:
+                config = baseline_config(args)
+                train.settle_bf16(config, device)
+            trainer = BASELINE_TRAINERS[args.train](config, device)
+            train.train(config, out, device, resume=args.resume, trainer=trainer)
         if args.train == "infogan":
             samples = str(Path(out).with_suffix("")) + "_samples.png"
             draw_infogan(trainer.model, samples)
             print(f"wrote {samples}")
-    except train.UsageError as e:
+    except (train.UsageError, DeviceError) as e:
         print(f"baselines.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     except (OSError, RuntimeError) as e:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 import shapes
-from model import CheckpointError, load_checkpoint, pick_device
+from model import CheckpointError, load_checkpoint, pick_device, seed_arg
 
 PAPER_FACTORS = (1, 2, 3, 4)  # scale, orientation, posX, posY (Sec. 3 leaves out shape)
 # Our settings where the paper is silent (README, "The metric's settings").
@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="classifier seeds per checkpoint (default 1; 3 for several checkpoints, as A.4)")
     p.add_argument("--table2", action="store_true", help="also print the A.5 factor classification accuracies")
     p.add_argument("--all", action="store_true", help="also print MIG and the FactorVAE metric")
-    p.add_argument("--seed", type=int, default=0, help="first classifier seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
     p.add_argument("--device", help="device for encoding: cuda, mps or cpu (default: cuda, then mps, then cpu)")
     p.add_argument("--batch-size", type=int, default=8192, help="images per encoder batch (default 8192)")
     return p
@@ -260,6 +260,8 @@ def main() -> None:
         for flag in ("L", "n_train", "n_test", "classifier_steps", "batch_size"):
             if getattr(args, flag) <= 0:
                 raise ValueError(f"--{flag.replace('_', '-')} must be positive")
+        if args.seeds is not None and args.seeds <= 0:
+            raise ValueError("--seeds must be positive")
         device = pick_device(args.device)
         factors = (0,) + PAPER_FACTORS if args.include_shape else PAPER_FACTORS
         seeds = args.seeds or (3 if len(args.checkpoints) > 1 else 1)

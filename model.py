@@ -8,10 +8,13 @@ Two architectures:
 
 The encoder gives the mean `mu` and log-variance `logvar` of q(z|x); the representation that
 the metrics read is `mu` (Sec. 3). `load_checkpoint` rebuilds a trained model from the one
-dict that train.py saves. This file imports nothing from the project:
+dict that train.py saves, and refuses one whose weights are not finite; `pick_device` and
+`seed_arg` check every CLI's --device and --seed. This file imports nothing from the project:
 
     python -c "import model; print(model.BetaVAE('fc'))"
 """
+
+import argparse
 
 import torch
 from torch import nn
@@ -114,8 +117,14 @@ def read_checkpoint(path: str) -> dict:
         raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise CheckpointError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "config" not in ckpt:
         raise CheckpointError(f"{path} is not a checkpoint of this project (no model and config)")
+    # A diverged run's weights give NaN codes and figures: say so here, before any work is done on them.
+    bad = next((k for k, v in ckpt["model"].items()
+                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
+                              f"train again with a smaller --lr")
     return ckpt
 
 
@@ -134,12 +143,46 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
     return model.to(device or "cpu").eval(), config
 
 
+class DeviceError(ValueError):
+    """A --device that this machine does not have."""
+
+
 def pick_device(name: str | None = None) -> torch.device:
-    """The --device of every CLI: as given, else cuda, then mps, then cpu."""
+    """The --device of every CLI: as given, else cuda, then mps, then cpu; DeviceError if absent."""
     if name:
-        return torch.device(name)
+        return check_device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(name: str) -> torch.device:
+    """The device called `name`, if this machine has it; else DeviceError saying what it has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cuda", "mps", "cpu"):
+        raise DeviceError(f"--device {name!r}: unknown device (use cuda, mps or cpu)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DeviceError(f"--device {name}: this machine has no CUDA GPU (use cpu)")
+        if device.index is not None and device.index >= count:
+            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"--device {name}: MPS is not available on this machine (use cpu)")
+    return device
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of every --seed: a whole number that torch.manual_seed accepts."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number such as 0") from None
+    if not 0 <= seed < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"invalid seed {text}: it must be from 0 to 2**64 - 1")
+    return seed

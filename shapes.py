@@ -277,9 +277,10 @@ def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 655
 def write_atomically(path: str, write) -> None:
     """Call write(file) on a new temp file beside `path`, then rename it to `path`.
 
-    A failure or Ctrl-C midway removes the temp file and leaves any old `path` as it was; the
-    file is created before `write` runs, so an unwritable place fails before any work. The
-    file object also keeps numpy from appending ".npz" to the name.
+    A failure or Ctrl-C midway removes the temp file and leaves any old `path` as it was; two
+    writers never share a temp file, and mkstemp never follows a symlink planted at its path.
+    The file is created before `write` runs, so an unwritable place fails before any work.
+    train.py writes its checkpoints and logs through this too.
     """
     if os.path.isdir(path):
         raise OSError(f"cannot write {path}: it is a folder")
@@ -289,8 +290,13 @@ def write_atomically(path: str, write) -> None:
     except OSError as e:
         raise OSError(f"cannot write {path}: {e.strerror}") from None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from the group
         with os.fdopen(fd, "wb") as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

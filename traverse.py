@@ -26,7 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 import loss as objective
 import metric
 import shapes
-from model import BetaVAE, load_checkpoint, pick_device
+from model import BetaVAE, load_checkpoint, pick_device, seed_arg
 from train import ImageFolder, UsageError, make_source
 
 TRAVERSAL_RANGE = 3.0  # Figs. 1–4, 7: each latent swept over [−3, 3], the prior's ±3σ
@@ -202,9 +202,13 @@ def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
 
     try:
         with open(csv_path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if row.get("score")]
+            log = csv.DictReader(f)
+            timed = "seconds" in (log.fieldnames or ())
+            rows = [row for row in log if row.get("score")]
     except OSError as e:
         raise UsageError(f"cannot read {csv_path}: {e.strerror}") from None
+    if not timed:
+        raise UsageError(f"{csv_path} has no seconds column: it is not a train.py log")
     if not rows:
         raise UsageError(f"{csv_path} has no scores: train with --eval-every N to log them")
     return [float(r["seconds"]) / 60 for r in rows], [100 * float(r["score"]) for r in rows]
@@ -311,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=("traversal", "maps", "samples", "recon"), help="draw this figure alone")
     p.add_argument("--steps", type=int, default=10, help="positions of each traversal over [-3, 3] (default 10)")
     p.add_argument("--seeds", type=int, default=3, help="image-folder models: images to traverse from (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampled images and z (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the sampled images and z (default 0)")
     p.add_argument("--device", help="cuda, mps or cpu (default: cuda, then mps, then cpu)")
     return p
 
