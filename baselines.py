@@ -9,7 +9,9 @@ but that factor's is clamped to its batch mean) and InfoGAN (Chen et al. 2016, u
 GAN whose recognition head Q recovers 5 continuous codes). A row of the table is a label and
 the codes of one or more replicas (metric.Codes: a table with a row per image in DeepMind's
 order, or a function of the image index); every row is scored the same way, and the table puts
-our mean ± std beside the paper's figure.
+our mean ± std beside the paper's figure. A checkpoint's codes are cached beside it as
+<stem>.codes.pt by metric.checkpoint_codes (--no-cache: encode afresh). Needs shapes.py,
+model.py, loss.py, metric.py and train.py beside it (traverse.py for InfoGAN's samples).
 
     python baselines.py --table                             # every row (a quarter of an hour on 2 cores)
     python baselines.py --table --rows pca,ica --markdown   # some rows, as markdown for the README
@@ -34,20 +36,9 @@ import loss as objective
 import metric
 import shapes
 import train
+from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
 from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg
 
-# Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
-PAPER = {
-    "ground truth": (100.0, None),
-    "raw pixels": (45.75, 0.8),
-    "PCA": (84.9, 0.4),
-    "ICA": (42.03, 10.6),
-    "DC-IGN": (99.3, 0.1),
-    "InfoGAN": (73.5, 0.9),
-    "VAE untrained": (44.14, 2.5),
-    "VAE (β = 1)": (61.58, 0.5),
-    "β-VAE (β = 4)": (99.23, 0.1),
-}
 # Table 2 (A.5): a linear classifier's accuracy (%) at each factor's value from the codes:
 # shape ("id" in the paper), scale, rotation, posX, posY.
 PAPER_TABLE2 = {
@@ -526,7 +517,7 @@ def score_row(row: Row, seeds: int = 3, first_seed: int = 0, table2: bool = Fals
         scores += [metric.disentanglement_score(codes, seed=first_seed + s, **settings) for s in range(seeds)]
         if table2:
             accuracies.append(metric.factor_classification(
-                codes, seed=first_seed, **{k: v for k, v in settings.items() if k not in ("L", "factors")}))
+                codes, seed=first_seed, **{k: v for k, v in settings.items() if k not in ("L", "factors", "progress")}))
     return scores, accuracies
 
 
@@ -580,16 +571,33 @@ def split_checkpoint(spec: str) -> tuple[str | None, str]:
     return label, path
 
 
-def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int) -> list[Row]:
-    """One row per label; checkpoints sharing a label are replicas. Loads every one now, to fail early."""
-    groups: dict[str, list[torch.nn.Module]] = {}
+def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int, cache: bool = True,
+                    log: metric.Progress = None) -> list[Row]:
+    """One row per label; checkpoints sharing a label are replicas. Loads every one now, to fail early.
+
+    The codes come from metric.checkpoint_codes: cached beside each checkpoint unless `cache` is False.
+    """
+    groups: dict[str, list[tuple[str, torch.nn.Module]]] = {}
     for spec in specs:
         label, path = split_checkpoint(spec)
         net, own_label = load_representation(path, device)
-        groups.setdefault(label or own_label, []).append(net)
-    return [Row(label, lambda nets=nets: (metric.encode_all(metric.model_encoder(net), device, batch_size)
-                                          for net in nets))
+        groups.setdefault(label or own_label, []).append((path, net))
+    return [Row(label, lambda nets=nets: (metric.checkpoint_codes(path, net, device, cache, batch_size, log)
+                                          for path, net in nets))
             for label, nets in groups.items()]
+
+
+def counted(chunks: Iterable[torch.Tensor], n: int, what: str, log: metric.Progress) -> Iterator[torch.Tensor]:
+    """The chunks as they come, with a line to `log` every metric.PROGRESS_SECONDS: images done of n."""
+    start = last = time.perf_counter()
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)
+        now = time.perf_counter()
+        if log is not None and now - last >= metric.PROGRESS_SECONDS:
+            log(f"{what}: {done:,} of {n:,} images ({now - start:.0f} s)")
+            last = now
 
 
 def baseline_rows(names: list[str], args: argparse.Namespace, device: torch.device,
@@ -606,8 +614,9 @@ def baseline_rows(names: list[str], args: argparse.Namespace, device: torch.devi
     if "pca" in names or "ica" in names:
         t = time.perf_counter()
         n = min(args.pca_images, shapes.N_IMAGES)
-        pca = fit_pca(*covariance(pixel_chunks(n, device, args.batch_size)))
-        pca_codes = metric.encode_all(pca, device, args.batch_size)  # (737280, 10)
+        log(f"PCA: covariance of {n:,} images, then the codes of all {shapes.N_IMAGES:,}")
+        pca = fit_pca(*covariance(counted(pixel_chunks(n, device, args.batch_size), n, "PCA covariance", log)))
+        pca_codes = metric.encode_all(pca, device, args.batch_size, log)  # (737280, 10)
         notes["PCA"] = (f"PCA: covariance of {n:,} images; the top {PCA_COMPONENTS} components explain "
                         f"{pca.explained:.1%} of the pixel variance (paper {PAPER_PCA_EXPLAINED:.1%})")
         log(f"{notes['PCA']} ({time.perf_counter() - t:.0f} s)")
@@ -634,7 +643,7 @@ def baseline_rows(names: list[str], args: argparse.Namespace, device: torch.devi
             rows.append(Row(ROWS["ica"], ica_replicas))
     if "untrained" in names:
         rows.append(Row(ROWS["untrained"], lambda: (
-            metric.encode_all(metric.model_encoder(untrained_vae(seed).to(device)), device, args.batch_size)
+            metric.encode_all(metric.model_encoder(untrained_vae(seed).to(device)), device, args.batch_size, log)
             for seed in range(args.untrained_inits))))
         inits = "seed 0" if args.untrained_inits == 1 else f"seeds 0–{args.untrained_inits - 1}, one replica each"
         notes["VAE untrained"] = f"VAE untrained: the Table 1 fc model as initialised with torch {inits}"
@@ -687,6 +696,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints")
     t.add_argument("--eval-every", type=int, help="steps between disentanglement scores in the CSV")
     t.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed")
+    p.add_argument("--no-cache", action="store_true",
+                   help="encode the checkpoints afresh; neither read nor write their <stem>.codes.pt")
     p.add_argument("--device", help="device for rendering and encoding (default: cuda, then mps, then cpu)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--batch-size", type=int, default=8192, help="images per rendering batch (default 8192)")
@@ -751,7 +762,11 @@ def main() -> None:
         if unknown:
             raise ValueError(f"unknown row {unknown[0]!r} in --rows (choose from {', '.join(ROWS)})")
         device = pick_device(args.device)
-        extra = checkpoint_rows(args.checkpoints, device, args.batch_size)  # fail before any work
+        log(f"baselines.py: the Fig. 6 table on {device}, {torch.get_num_threads()} CPU threads: rows "
+            f"{', '.join([ROWS[n] for n in names] + args.checkpoints)} at L = {', '.join(map(str, args.L))}; "
+            f"progress here on stderr, the table on stdout"
+            + ("" if not args.checkpoints or args.no_cache else "; checkpoint codes cached as <stem>.codes.pt"))
+        extra = checkpoint_rows(args.checkpoints, device, args.batch_size, not args.no_cache, log)  # fail before any work
         rows, notes = baseline_rows(names, args, device, log)
         settings = dict(n_train=args.n_train, n_test=args.n_test, steps=args.classifier_steps,
                         lr=args.classifier_lr, optimizer=args.classifier)
@@ -761,8 +776,9 @@ def main() -> None:
             replicas = list(row.codes())  # encoded once, scored at every L
             for k, L in enumerate(args.L):
                 t = time.perf_counter()
+                log(f"{row.label}, L = {L}: scoring {len(replicas)} replica(s) × {args.seeds} seed(s)")
                 scores, accuracies = score_row(Row(row.label, lambda: replicas), args.seeds, args.seed,
-                                               args.table2 and k == 0, L=L, **settings)
+                                               args.table2 and k == 0, L=L, progress=log, **settings)
                 mean, std = mean_std(scores)
                 log(f"{row.label}, L = {L}: {mean:.2f} ± {std:.2f} % over {len(scores)} score(s): "
                     f"{', '.join(f'{100 * s:.2f}' for s in scores)} ({time.perf_counter() - t:.0f} s)")

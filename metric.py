@@ -14,18 +14,31 @@ DeepMind's index order, computed once for all 737,280 images by `encode_all`.
     python metric.py ckpt.pt                  # the score, its settings and seconds taken
     python metric.py ckpt.pt --table2 --all   # plus A.5 accuracies, MIG and FactorVAE
     python metric.py a.pt b.pt c.pt           # A.4: 3 classifier seeds each, bottom half dropped
+    python metric.py ckpt.pt --dlib           # disentanglement_lib's settings, to compare with its numbers
+
+--dlib: disentanglement_lib's β-VAE metric fixes one of all five factors (shape included) with
+L = 64 on 10,000 / 5,000 points (our classifier, standardised inputs); its MIG reads 10,000
+images and its FactorVAE metric ignores dimensions of std below 0.05. Only scores under the same
+settings compare: on the codes of one β = 4 model, disentanglement_lib's own code scored 83.5
+and ours 84.1 under these settings, but ours 99.1 at L = 64 with four factors.
+
+A checkpoint's codes are cached beside it as <stem>.codes.pt, tied to its weights, so a second
+run on it (and traverse.py's response maps, baselines.py's rows) skips the encoding; --no-cache
+encodes afresh and writes nothing. Scoring codes needs only shapes.py beside this file (and
+torch); reading a checkpoint needs model.py too.
 """
 
 import argparse
+import hashlib
 import math
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 import shapes
-from model import CheckpointError, load_checkpoint, pick_device, seed_arg
 
 PAPER_FACTORS = (1, 2, 3, 4)  # scale, orientation, posX, posY (Sec. 3 leaves out shape)
 # Our settings where the paper is silent (README, "The metric's settings").
@@ -35,31 +48,118 @@ DEFAULT_N_TEST = 5000
 CLASSIFIER = "lbfgs"  # converges; "adagrad" is the paper's optimizer, far slower to converge
 CLASSIFIER_STEPS = 1000  # L-BFGS iterations at most, or Adagrad steps
 CLASSIFIER_LR = 1e-2  # Adagrad's, as the paper
+# disentanglement_lib's settings (--dlib), to compare with numbers published from it: the β-VAE metric
+# fixes one of all five factors (shape included) with L = 64; MIG and FactorVAE's pruning read 10,000 images.
+DLIB_L = 64
+DLIB_IMAGES = 10000
+
+PROGRESS_SECONDS = 10.0  # a long phase prints a line at least this often: no silent minutes
+
+# Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
+PAPER = {
+    "ground truth": (100.0, None),
+    "raw pixels": (45.75, 0.8),
+    "PCA": (84.9, 0.4),
+    "ICA": (42.03, 10.6),
+    "DC-IGN": (99.3, 0.1),
+    "InfoGAN": (73.5, 0.9),
+    "VAE untrained": (44.14, 2.5),
+    "VAE (β = 1)": (61.58, 0.5),
+    "β-VAE (β = 4)": (99.23, 0.1),
+}
+# The training-free rows as this code scores them (%, A.4 mean) at the L they were measured at, with
+#   python baselines.py --table --a4 --L 16 64 --rows gt,pixels,pca,ica,untrained
+# The paper does not state its L, and these rows move with it: a score reads against rows at its own L.
+MEASURED = {
+    16: {"VAE untrained": 47.93, "raw pixels": 40.58, "PCA": 88.04},
+    64: {"VAE untrained": 69.76, "raw pixels": 62.68, "PCA": 96.11},
+}
+IN_CONTEXT = ("β-VAE (β = 4)", "VAE (β = 1)", "VAE untrained", "raw pixels")  # the paper's rows printed beside a score
 
 Codes = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+Progress = Callable[[str], None] | None  # where a long phase reports, one whole line at a time
 
 
 def encode_all(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str | None = None,
-               batch_size: int = 8192) -> torch.Tensor:
+               batch_size: int = 8192, progress: Progress = None) -> torch.Tensor:
     """Render and encode the whole set once: (737280, D) float32 on the CPU, row i = image i.
 
     `encode` maps images (B, 1, 64, 64) on `device` to codes (B, D), e.g.
-    `lambda x: model.encode(x)[0]` for the encoder mean μ.
+    `lambda x: model.encode(x)[0]` for the encoder mean μ. With `progress`, a line
+    "encoded N of 737,280 images (T s)" goes to it every PROGRESS_SECONDS.
     """
     device = torch.device(device or "cpu")
     buffer = torch.empty(batch_size, 1, 64, 64, device=device)
     chunks = []
+    start_time = last = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, shapes.N_IMAGES, batch_size):
             index = torch.arange(start, min(start + batch_size, shapes.N_IMAGES), device=device)
             x = shapes.render(shapes.index_to_classes(index), out=buffer[:len(index)])  # (B, 1, 64, 64)
             chunks.append(encode(x).float().cpu())
+            now = time.perf_counter()
+            if progress is not None and now - last >= PROGRESS_SECONDS:
+                progress(f"encoded {start + len(index):,} of {shapes.N_IMAGES:,} images ({now - start_time:.0f} s)")
+                last = now
     return torch.cat(chunks)
 
 
 def model_encoder(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     """The representation the metrics read: the encoder mean μ (Sec. 3) of the binary shapes."""
     return lambda x: model.encode_mu(x, binary=True)
+
+
+def codes_path(checkpoint: str) -> Path:
+    """Where a checkpoint's codes are cached: <stem>.codes.pt beside it."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.codes.pt")
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes, bytes): what its codes depend on.
+
+    The weights, not the file: a checkpoint rewritten after it was loaded cannot be paired
+    with the codes of the weights that were encoded, and optimizer state does not matter.
+    """
+    h = hashlib.sha256(f"{type(model).__name__} mu binary".encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def checkpoint_codes(path: str, model: torch.nn.Module, device: torch.device | str | None = None,
+                     cache: bool = True, batch_size: int = 8192, progress: Progress = None) -> torch.Tensor:
+    """The codes μ (737280, M) of the model loaded from checkpoint `path`: encoded once, then cached.
+
+    The cache, <stem>.codes.pt beside the checkpoint, holds the codes and the digest of the
+    weights they came from; it is read when the digest matches and rebuilt when it does not.
+    A cache that cannot be written is skipped with a note. `cache=False` neither reads nor writes.
+    """
+    say = progress or (lambda line: None)
+    encode = model_encoder(model)
+    if not cache:
+        return encode_all(encode, device, batch_size, progress)
+    target, digest, t = codes_path(path), weights_digest(model), time.perf_counter()
+    try:
+        saved = torch.load(target, map_location="cpu", weights_only=True)
+        if (isinstance(saved, dict) and saved.get("weights_sha256") == digest
+                and isinstance(saved.get("codes"), torch.Tensor) and saved["codes"].shape[0] == shapes.N_IMAGES):
+            say(f"codes of {path}: read from {target} ({time.perf_counter() - t:.1f} s)")
+            return saved["codes"]
+        say(f"codes of {path}: {target} is of other weights; encoding again")
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # torch raises many types for a corrupt file: encode again and replace it
+        say(f"codes of {path}: {target} is unreadable ({e.__class__.__name__}); encoding again")
+    say(f"codes of {path}: encoding all {shapes.N_IMAGES:,} images (cached in {target} for next time)")
+    codes = encode_all(encode, device, batch_size, progress)
+    try:
+        shapes.write_atomically(str(target), lambda f: torch.save({"weights_sha256": digest, "codes": codes}, f))
+    except OSError as e:
+        say(f"codes of {path}: not cached ({str(e).splitlines()[0]})")
+    return codes
 
 
 def lookup(codes: Codes, index: torch.Tensor) -> torch.Tensor:
@@ -114,8 +214,8 @@ def fit_linear_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_test: 
         return (linear(x_test).argmax(1) == y_test).float().mean().item()
 
 
-def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...],
-                  generator: torch.Generator, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...], generator: torch.Generator,
+                  batch: int = 1000, progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
     """n points of Sec. 3: the mean over L pairs of |z1 − z2| (n, D), and the fixed factor y (n,)."""
     y = torch.tensor(factors)[torch.randint(len(factors), (n,), generator=generator)]  # (n,)
     v1 = shapes.sample_factors(n * L, generator).view(n, L, 5)
@@ -124,21 +224,26 @@ def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...],
     v2 = torch.where(fixed, v1, v2)  # the pair agrees on factor y
     i1, i2 = shapes.classes_to_index(v1), shapes.classes_to_index(v2)  # (n, L)
     z_diff = []
+    start_time = last = time.perf_counter()
     for s in range(0, n, batch):  # bounded memory for wide codes such as raw pixels
         z1 = lookup(codes, i1[s:s + batch].reshape(-1)).float()  # (b·L, D)
         z2 = lookup(codes, i2[s:s + batch].reshape(-1)).float()
         z_diff.append((z1 - z2).abs().view(-1, L, z1.shape[1]).mean(1))  # Eq. 5: (b, D)
+        now = time.perf_counter()
+        if progress is not None and now - last >= PROGRESS_SECONDS:  # codes rendered on demand are slow
+            progress(f"  z_diff of {min(s + batch, n):,} of {n:,} points ({now - start_time:.0f} s)")
+            last = now
     return torch.cat(z_diff), y
 
 
 def disentanglement_score(codes: Codes, *, L: int = DEFAULT_L, n_train: int = DEFAULT_N_TRAIN,
                           n_test: int = DEFAULT_N_TEST, factors: tuple[int, ...] = PAPER_FACTORS,
                           seed: int = 0, steps: int = CLASSIFIER_STEPS, lr: float = CLASSIFIER_LR,
-                          optimizer: str = CLASSIFIER) -> float:
+                          optimizer: str = CLASSIFIER, progress: Progress = None) -> float:
     """The β-VAE metric (Sec. 3, A.4): accuracy of a linear classifier predicting y from z_diff."""
     g = torch.Generator().manual_seed(seed)
-    x_train, y_train = z_diff_points(codes, n_train, L, factors, g)
-    x_test, y_test = z_diff_points(codes, n_test, L, factors, g)
+    x_train, y_train = z_diff_points(codes, n_train, L, factors, g, progress=progress)
+    x_test, y_test = z_diff_points(codes, n_test, L, factors, g, progress=progress)
     label = {f: k for k, f in enumerate(factors)}  # factor id -> class of the classifier
     relabel = lambda y: torch.tensor([label[int(f)] for f in y])  # noqa: E731
     return fit_linear_classifier(x_train, relabel(y_train), x_test, relabel(y_test), len(factors),
@@ -158,17 +263,20 @@ def factor_classification(codes: Codes, *, n_train: int = DEFAULT_N_TRAIN, n_tes
             for f, name in enumerate(shapes.FACTOR_NAMES)}
 
 
-def mig(codes: torch.Tensor, bins: int = 20) -> float:
-    """Mutual Information Gap (Chen et al. 2018) over all five factors, on the whole set.
+def mig(codes: torch.Tensor, bins: int = 20, n_images: int | None = None, seed: int = 0) -> float:
+    """Mutual Information Gap (Chen et al. 2018) over all five factors: on the whole set, or on
+    `n_images` drawn at random (disentanglement_lib: 10,000).
 
-    Each code dimension is discretised into `bins` equal-width bins; the factors are uniform
-    and independent over the grid, so H(v_k) = log |v_k| exactly.
+    Each code dimension is discretised into `bins` equal-width bins over its range in the
+    images used; H(v_k) is the entropy of the factor over those images (log |v_k| on the whole set).
     """
-    codes = codes.float()
+    index = torch.arange(shapes.N_IMAGES) if n_images is None else \
+        torch.randint(shapes.N_IMAGES, (n_images,), generator=torch.Generator().manual_seed(seed))
+    codes = codes[index].float()
     lo, hi = codes.min(0).values, codes.max(0).values
     width = torch.where(hi > lo, (hi - lo) / bins, torch.ones_like(hi))
     binned = ((codes - lo) / width).long().clamp_(0, bins - 1)  # (N, D)
-    classes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))  # (N, 5)
+    classes = shapes.index_to_classes(index)  # (N, 5)
     N, D = binned.shape
     gaps = []
     for f, size in enumerate(shapes.FACTOR_SIZES):
@@ -178,24 +286,32 @@ def mig(codes: torch.Tensor, bins: int = 20) -> float:
             p = joint.view(bins, size).double() / N  # p(z_d bin, v_f)
             outer = p.sum(1, keepdim=True) * p.sum(0, keepdim=True)
             mi[d] = torch.where(p > 0, p * (p / outer).log(), torch.zeros_like(p)).sum()
+        p_v = torch.bincount(classes[:, f], minlength=size).double() / N
+        entropy = -torch.where(p_v > 0, p_v * p_v.log(), torch.zeros_like(p_v)).sum()
         top = mi.topk(2).values if D > 1 else torch.cat([mi, torch.zeros(1)])
-        gaps.append(((top[0] - top[1]) / math.log(size)).item())
+        gaps.append(((top[0] - top[1]) / entropy).item())
     return sum(gaps) / len(gaps)
 
 
 def factor_vae_score(codes: torch.Tensor, *, L: int = 64, n_train: int = 10000, n_test: int = 5000,
-                     seed: int = 0) -> float:
+                     seed: int = 0, dlib: bool = False) -> float:
     """The FactorVAE metric (Kim & Mnih 2018), over all five factors.
 
     Each vote: fix one factor at a random value, draw L images, normalise every code
     dimension by its std over the set, and take the dimension of least variance; a
     majority-vote classifier maps that dimension to the factor. Dimensions whose std
     is below 0.05 of the largest are ignored; with none left the vote is at chance.
+    With `dlib`, disentanglement_lib's pruning: the std is estimated on 10,000 random
+    images and a dimension is ignored below an absolute std of 0.05.
     """
     g = torch.Generator().manual_seed(seed)
     codes = codes.float()
-    std = codes.std(0)  # (D,)
-    active = std > 0.05 * std.max() if std.max() > 0 else torch.zeros_like(std, dtype=torch.bool)
+    if dlib:
+        std = codes[torch.randint(shapes.N_IMAGES, (DLIB_IMAGES,), generator=g)].std(0)  # (D,)
+        active = std >= 0.05
+    else:
+        std = codes.std(0)  # (D,)
+        active = std > 0.05 * std.max() if std.max() > 0 else torch.zeros_like(std, dtype=torch.bool)
     normalised = codes[:, active] / std[active]  # (N, D_active)
 
     def votes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,17 +342,34 @@ def a4_protocol(scores: list[float]) -> tuple[float, float, list[float]]:
 
 def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
     """A checkpoint's model, if it was trained on 2D shapes; ValueError with a clear reason if not."""
+    from model import load_checkpoint  # here, not at the top: scoring codes needs only shapes.py
+
     model, config = load_checkpoint(path, device)
     if config.get("dataset") not in ("shapes", "dsprites") or config.get("channels", 1) != 1:
         raise ValueError(f"{path} is a model of {config.get('dataset')!r} images, not of 2D shapes")
     return model
 
 
+def in_context(L: int, factors: tuple[int, ...]) -> str:
+    """The reference points of a score: the paper's Fig. 6 rows, and this code's training-free rows at L."""
+    paper = ", ".join(f"{label} {PAPER[label][0]:g}" for label in IN_CONTEXT)
+    line = f"  in context (%): paper (Fig. 6): {paper}"
+    if factors != PAPER_FACTORS:
+        line += "; with shape among the factors, the paper's and this code's rows do not apply"
+    elif L in MEASURED:
+        line += f"; this code at L = {L}: " + ", ".join(f"{k} {v:g}" for k, v in MEASURED[L].items())
+    else:
+        line += f"; this code's own rows at these settings: python baselines.py --table --L {L}"
+    return line
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from model import seed_arg  # the CLI reads checkpoints, so it needs model.py; the functions above do not
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("checkpoints", nargs="+", help="train.py checkpoints of 2D-shapes models")
-    p.add_argument("--L", type=int, default=DEFAULT_L, help=f"pairs averaged per point (default {DEFAULT_L})")
+    p.add_argument("--L", type=int, help=f"pairs averaged per point (default {DEFAULT_L}; {DLIB_L} with --dlib)")
     p.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help=f"classifier training points (default {DEFAULT_N_TRAIN})")
     p.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help=f"held-out points (default {DEFAULT_N_TEST}, as the paper)")
     p.add_argument("--include-shape", action="store_true", help="let y be shape too (the paper uses 4 factors)")
@@ -248,50 +381,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, help="classifier seeds per checkpoint (default 1; 3 for several checkpoints, as A.4)")
     p.add_argument("--table2", action="store_true", help="also print the A.5 factor classification accuracies")
     p.add_argument("--all", action="store_true", help="also print MIG and the FactorVAE metric")
+    p.add_argument("--dlib", action="store_true",
+                   help=f"disentanglement_lib's settings for every metric: L = {DLIB_L} with shape among the factors, "
+                        f"MIG on {DLIB_IMAGES:,} images, FactorVAE pruned at std 0.05; implies --all")
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
+    p.add_argument("--no-cache", action="store_true", help="encode afresh; neither read nor write <stem>.codes.pt")
     p.add_argument("--device", help="device for encoding: cuda, mps or cpu (default: cuda, then mps, then cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--batch-size", type=int, default=8192, help="images per encoder batch (default 8192)")
     return p
 
 
 def main() -> None:
-    args = build_parser().parse_args()
+    try:  # the CLI reads checkpoints, so it needs model.py; the functions above need only shapes.py
+        from model import pick_device
+    except ModuleNotFoundError:
+        print("metric.py: error: reading checkpoints needs model.py beside metric.py", file=sys.stderr)
+        sys.exit(1)
+    p = build_parser()
+    args = p.parse_args()
+    if args.threads is not None:
+        if args.threads <= 0:
+            p.error("--threads must be positive")
+        torch.set_num_threads(args.threads)
+    say = lambda line: print(line, flush=True)  # noqa: E731 (whole lines at once, in a log file too)
     try:
+        if args.dlib and args.L not in (None, DLIB_L):
+            raise ValueError(f"--dlib scores at disentanglement_lib's L = {DLIB_L}: leave --L out")
+        if args.L is None:
+            args.L = DLIB_L if args.dlib else DEFAULT_L
         for flag in ("L", "n_train", "n_test", "classifier_steps", "batch_size"):
             if getattr(args, flag) <= 0:
                 raise ValueError(f"--{flag.replace('_', '-')} must be positive")
         if args.seeds is not None and args.seeds <= 0:
             raise ValueError("--seeds must be positive")
         device = pick_device(args.device)
-        factors = (0,) + PAPER_FACTORS if args.include_shape else PAPER_FACTORS
+        factors = (0,) + PAPER_FACTORS if args.include_shape or args.dlib else PAPER_FACTORS
         seeds = args.seeds or (3 if len(args.checkpoints) > 1 else 1)
+        say(f"metric.py: scoring {len(args.checkpoints)} checkpoint(s) on {device}, {torch.get_num_threads()} CPU "
+            f"threads; codes " + ("encoded afresh (--no-cache)" if args.no_cache else
+                                  "read from <stem>.codes.pt beside each checkpoint, or encoded and written there")
+            + "; results on this screen")
         classifier = dict(steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
         settings = dict(L=args.L, n_train=args.n_train, n_test=args.n_test, factors=factors, **classifier)
-        print(f"settings: L={args.L}, {args.n_train} train / {args.n_test} test points, factors "
-              f"{', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; standardised z_diff, linear softmax, "
-              + (f"full-batch L-BFGS to convergence (≤ {args.classifier_steps} iterations)" if args.classifier == "lbfgs"
-                 else f"full-batch Adagrad lr {args.classifier_lr} for {args.classifier_steps} steps"))
+        say(("settings (disentanglement_lib's): " if args.dlib else "settings: ") + f"L={args.L}, {args.n_train} train / {args.n_test} test points, factors "
+            f"{', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; standardised z_diff, linear softmax, "
+            + (f"full-batch L-BFGS to convergence (≤ {args.classifier_steps} iterations)" if args.classifier == "lbfgs"
+               else f"full-batch Adagrad lr {args.classifier_lr} for {args.classifier_steps} steps"))
         models = [load_shapes_model(path, device) for path in args.checkpoints]  # fail before any work
         scores = []
         for path, model in zip(args.checkpoints, models):
             t = time.perf_counter()
-            codes = encode_all(model_encoder(model), device, args.batch_size)
+            codes = checkpoint_codes(path, model, device, not args.no_cache, args.batch_size, say)
             encoded = time.perf_counter() - t
+            say(f"{path}: scoring with {seeds} classifier seed(s)")
             mine = [disentanglement_score(codes, seed=args.seed + s, **settings) for s in range(seeds)]
             scores += mine
-            print(f"{path}: disentanglement score {', '.join(f'{s:.2%}' for s in mine)} "
-                  f"({time.perf_counter() - t:.1f} s, of which encoding {encoded:.1f} s)")
+            say(f"{path}: disentanglement score {', '.join(f'{s:.2%}' for s in mine)} "
+                f"({time.perf_counter() - t:.1f} s, of which codes {encoded:.1f} s)")
+            say(in_context(args.L, factors))
             if args.table2:
                 accuracy = factor_classification(codes, n_train=args.n_train, n_test=args.n_test,
                                                  seed=args.seed, **classifier)
-                print("  A.5 factor classification: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
-            if args.all:
-                print(f"  MIG {mig(codes):.3f}, FactorVAE metric {factor_vae_score(codes, seed=args.seed):.2%}")
+                say("  A.5 factor classification: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
+            if args.all or args.dlib:
+                images = f"{DLIB_IMAGES:,} images" if args.dlib else "all images"
+                say(f"  MIG {mig(codes, n_images=DLIB_IMAGES if args.dlib else None, seed=args.seed):.3f} ({images}), "
+                    f"FactorVAE metric {factor_vae_score(codes, seed=args.seed, dlib=args.dlib):.2%} "
+                    f"(dimensions pruned below " + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
         if len(scores) > 1:
             mean, std, kept = a4_protocol(scores)
-            print(f"A.4 protocol over {len(args.checkpoints)} checkpoint(s) x {seeds} seed(s): "
-                  f"{mean:.2%} ± {std:.2%} (top {len(kept)} of {len(scores)} scores)")
-    except (CheckpointError, ValueError, RuntimeError, OSError) as e:
+            say(f"A.4 protocol over {len(args.checkpoints)} checkpoint(s) x {seeds} seed(s): "
+                f"{mean:.2%} ± {std:.2%} (top {len(kept)} of {len(scores)} scores)")
+    except (ValueError, RuntimeError, OSError) as e:  # ValueError includes model.CheckpointError and DeviceError
         print(f"metric.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
 

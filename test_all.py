@@ -374,12 +374,24 @@ def test_train_cli_writes_a_checkpoint_that_loads(tmp_path):
 def test_eval_every_writes_the_score_into_the_log(tmp_path, monkeypatch, capsys):
     import metric
     codes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()  # ground truth: scores 100 %
-    monkeypatch.setattr(metric, "encode_all", lambda encode, device: codes)  # the metric's own tests encode
+    monkeypatch.setattr(metric, "encode_all", lambda encode, device, progress: codes)  # the metric's own tests encode
     train_in_process(monkeypatch, "--steps", "10", "--log-every", "5", "--eval-every", "10", "--batch-size", "8",
                      "--device", "cpu", "--out", str(tmp_path / "e.pt"))
     assert "disentanglement score 100.00%" in capsys.readouterr().out
     header, row5, row10 = [line.split(",") for line in (tmp_path / "e.csv").read_text().splitlines()]
     assert header[-1] == "score" and row5[-1] == "" and float(row10[-1]) == 1.0
+
+
+def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_recipe(tmp_path, monkeypatch, capsys):
+    import train
+    monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)  # as if every step took 10 s
+    train_in_process(monkeypatch, *SMALL_RUN[:-4], "--steps", "6", "--log-every", "5", "--device", "cpu",
+                     "--out", str(tmp_path / "p.pt"))
+    steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert steps == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
+    assert [row.split(",")[0] for row in (tmp_path / "p.csv").read_text().splitlines()] == ["step", "5", "6"]
+    train_in_process(monkeypatch, "--arch", "conv", "--time-limit", "0", "--device", "cpu", "--out", str(tmp_path / "d.pt"))
+    assert train.CPU_RECIPE in capsys.readouterr().out  # the paper's 300,000 steps, on a CPU
 
 
 def test_resume_equals_an_unbroken_run(tmp_path):
@@ -716,7 +728,9 @@ def test_train_cli_bad_input_is_one_line_in_process(tmp_path, monkeypatch, capsy
     ("metric.py", ["unread.pt", "--device", "cuda:99"]),
     ("metric.py", ["unread.pt", "--seeds", "0"]),
     ("metric.py", ["unread.pt", "--seeds", "-1"]),
+    ("metric.py", ["unread.pt", "--threads", "0"]),
     ("traverse.py", ["unread.pt", "--device", "cuda:99"]),
+    ("traverse.py", ["unread.pt", "--threads", "-1"]),
     ("baselines.py", ["--train", "dcign", "--device", "cuda:99"]),
     ("baselines.py", ["--train", "dcign", "--threads", "0"]),
 ])
@@ -919,33 +933,133 @@ def test_encode_mu_equals_dense_encoder():
     assert torch.equal(net.encode_mu(x), net.encode(x)[0])
 
 
-def test_encode_all_rows_follow_deepmind_order():
-    codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536)  # pixel count
+def test_encode_all_rows_follow_deepmind_order_and_report_progress(monkeypatch):
+    monkeypatch.setattr(metric, "PROGRESS_SECONDS", 0.0)  # a line after every batch
+    lines = []
+    codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536,  # pixel count
+                              progress=lines.append)
     assert codes.shape == (shapes.N_IMAGES, 1)
+    assert len(lines) == 12 and lines[0].startswith("encoded 65,536 of 737,280 images (")
+    assert lines[-1].startswith("encoded 737,280 of 737,280 images (") and lines[-1].endswith(" s)")
     index = torch.tensor([0, 1, 12345, 737279])
     assert torch.equal(codes[index, 0], shapes.render(shapes.index_to_classes(index)).sum((1, 2, 3)))
 
 
-def test_metric_cli_scores_a_checkpoint_and_rejects_bad_input(tmp_path):
-    out = tmp_path / "m.pt"
-    train_cli(tmp_path, "--steps", "5", "--out", str(out))
+def shapes_checkpoint(path: Path, arch: str = "fc", **config) -> Path:
+    """An untrained model saved as train.py saves one (without optimizer state): enough for loading."""
+    net = model.BetaVAE(arch, channels=config.get("channels", 1))
+    torch.save({"model": net.state_dict(), "config": {"arch": arch, "latents": net.latents, "channels": 1,
+                                                        "dataset": "shapes", "beta": 4.0, **config}}, path)
+    return path
+
+
+def fake_encode_all(calls: list, codes: torch.Tensor = GROUND_TRUTH):
+    """metric.encode_all without the encoding: counts its calls, returns `codes`."""
+    def encode_all(encode, device=None, batch_size=8192, progress=None):
+        calls.append(encode)
+        return codes
+    return encode_all
+
+
+def test_checkpoint_codes_are_cached_beside_it_and_rebuilt_when_its_weights_change(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls))
+    net = model.BetaVAE("conv", channels=1, latents=5)
+    ckpt = tmp_path / "run.pt"  # the cache is tied to the weights, so the file itself is not read
+    lines = []
+    codes = metric.checkpoint_codes(str(ckpt), net, progress=lines.append)
+    cache = tmp_path / "run.codes.pt"
+    assert calls and torch.equal(codes, GROUND_TRUTH) and cache.exists() and metric.codes_path(str(ckpt)) == cache
+    assert "encoding all 737,280 images" in lines[0]
+    saved = torch.load(cache, weights_only=True)
+    assert saved["weights_sha256"] == metric.weights_digest(net) and torch.equal(saved["codes"], GROUND_TRUTH)
+    assert torch.equal(metric.checkpoint_codes(str(ckpt), net, progress=lines.append), GROUND_TRUTH)
+    assert len(calls) == 1 and "read from" in lines[-1]  # the second time: from the cache
+    with torch.no_grad():
+        next(net.parameters())[0].add_(1)  # other weights: encoded again, and the cache replaced
+    metric.checkpoint_codes(str(ckpt), net)
+    assert len(calls) == 2 and torch.load(cache, weights_only=True)["weights_sha256"] == metric.weights_digest(net)
+    cache.write_bytes(b"PK\x03\x04 truncated")  # a corrupt cache is encoded again, not an error
+    metric.checkpoint_codes(str(ckpt), net, progress=lines.append)
+    assert len(calls) == 3 and "unreadable" in " ".join(lines)
+    before = cache.stat().st_mtime_ns
+    metric.checkpoint_codes(str(ckpt), net, cache=False)  # --no-cache: neither read nor written
+    assert len(calls) == 4 and cache.stat().st_mtime_ns == before
+    unwritable = tmp_path / "file"
+    unwritable.write_text("a file, not a folder")
+    lines.clear()
+    assert torch.equal(metric.checkpoint_codes(str(unwritable / "run.pt"), net, progress=lines.append), GROUND_TRUTH)
+    assert "not cached" in lines[-1]
+
+
+def test_metric_cli_scores_a_checkpoint_from_its_cache_in_context_and_rejects_bad_input(tmp_path, monkeypatch, capsys):
+    out = shapes_checkpoint(tmp_path / "m.pt")
+    net, _ = model.load_checkpoint(str(out))
+    with monkeypatch.context() as patch:  # the cache of ground-truth codes: the CLI reads it, encoding nothing
+        patch.setattr(metric, "encode_all", fake_encode_all([]))
+        metric.checkpoint_codes(str(out), net)
     result = run_cli("metric.py", str(out), "--n-train", "500", "--n-test", "200", "--classifier-steps", "100",
-                     "--device", "cpu")
-    assert "disentanglement score" in result.stdout and "L=16" in result.stdout
-    assert_one_line_error(run_cli("metric.py", str(tmp_path / "missing.pt"), check=False))
-    (tmp_path / "junk.pt").write_text("junk")
-    assert_one_line_error(run_cli("metric.py", str(tmp_path / "junk.pt"), check=False))
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    from PIL import Image
-    for i in range(2):
-        Image.fromarray(np.full((64, 64), 40 * i, np.uint8)).save(folder / f"{i}.png")
-    conv = tmp_path / "conv.pt"
-    train_cli(tmp_path, "--dataset", "folder", "--data", str(folder), "--steps", "2", "--batch-size", "2",
-              "--out", str(conv))
-    result = run_cli("metric.py", str(conv), check=False)
-    assert_one_line_error(result)
-    assert "not of 2D shapes" in result.stderr
+                     "--device", "cpu", "--threads", "1")
+    first, settings = result.stdout.splitlines()[:2]
+    assert first.startswith("metric.py: scoring 1 checkpoint(s) on cpu, 1 CPU threads") and "L=16" in settings
+    assert "read from" in result.stdout and "disentanglement score 100.00%" in result.stdout
+    assert "β-VAE (β = 4) 99.23" in result.stdout and "this code at L = 16: VAE untrained 47.93" in result.stdout
+    for path in ("missing.pt", "junk.pt"):
+        (tmp_path / "junk.pt").write_text("junk")
+        main_error(monkeypatch, capsys, "metric.py", str(tmp_path / path), "--device", "cpu")
+    conv = tmp_path / "conv.pt"  # a model of an image folder
+    torch.save({"model": model.BetaVAE("conv", channels=1).state_dict(),
+                "config": {"arch": "conv", "latents": 32, "channels": 1, "dataset": "folder"}}, conv)
+    assert "not of 2D shapes" in main_error(monkeypatch, capsys, "metric.py", str(conv), "--device", "cpu")
+
+
+def test_metric_in_context_names_the_papers_rows_and_ours_at_the_same_L():
+    assert metric.PAPER["β-VAE (β = 4)"] == (99.23, 0.1) and baselines_paper() is metric.PAPER
+    line = metric.in_context(16, metric.PAPER_FACTORS)
+    assert all(f"{label} {metric.PAPER[label][0]:g}" in line for label in metric.IN_CONTEXT)
+    assert "L = 16: VAE untrained 47.93, raw pixels 40.58, PCA 88.04" in line
+    assert "L = 64: VAE untrained 69.76" in metric.in_context(64, metric.PAPER_FACTORS)
+    assert "python baselines.py --table --L 8" in metric.in_context(8, metric.PAPER_FACTORS)  # none measured at 8
+    assert "do not apply" in metric.in_context(16, (0,) + metric.PAPER_FACTORS)  # the rows are of four factors
+
+
+def test_metric_dlib_applies_disentanglement_libs_settings_to_every_metric(tmp_path, monkeypatch, capsys):
+    assert metric.mig(GROUND_TRUTH, n_images=10000) > 0.8  # MIG from 10,000 images, entropies from them too
+    assert metric.mig(torch.cat([GROUND_TRUTH, GROUND_TRUTH], 1), n_images=10000) == pytest.approx(0, abs=1e-6)
+    small = GROUND_TRUTH / GROUND_TRUTH.std(0) * 0.02  # every std 0.02: kept relative to the largest, below dlib's 0.05
+    assert metric.factor_vae_score(small, n_train=2000, n_test=1000) >= 0.99
+    assert abs(metric.factor_vae_score(small, n_train=2000, n_test=1000, dlib=True) - 0.2) < 0.05
+    ckpt = shapes_checkpoint(tmp_path / "d.pt", arch="conv")
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all([]))
+    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--dlib", "--n-train", "500", "--n-test", "200",
+                                      "--classifier-steps", "100", "--device", "cpu"])
+    metric.main()
+    out = capsys.readouterr().out
+    assert "settings (disentanglement_lib's): L=64" in out and "factors shape, scale" in out
+    assert "MIG" in out and "(10,000 images)" in out and "pruned below std 0.05" in out
+    assert "do not apply" in out  # the paper's rows are of four factors
+    main_error(monkeypatch, capsys, "metric.py", str(ckpt), "--dlib", "--L", "16", "--device", "cpu")
+
+
+def baselines_paper() -> dict:
+    import baselines
+    return baselines.PAPER
+
+
+def test_metric_copied_with_shapes_alone_scores_codes(tmp_path):
+    for name in ("metric.py", "shapes.py"):
+        (tmp_path / name).write_text((HERE / name).read_text())
+    script = ("import sys, torch, metric, shapes\n"
+              "assert 'model' not in sys.modules\n"
+              "codes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()\n"
+              "print(metric.disentanglement_score(codes, n_train=500, n_test=200, steps=100))\n"
+              "sys.argv = ['metric.py', 'ckpt.pt']\n"
+              "metric.main()\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "PYTHONPATH": ""})
+    assert float(result.stdout.split()[0]) >= 0.99, result.stderr
+    assert_one_line_error(result)  # the CLI reads checkpoints: it says it needs model.py
+    assert "needs model.py" in result.stderr
 
 
 def test_metric_refuses_a_checkpoint_with_nan_weights_at_load(tmp_path, monkeypatch, capsys):
@@ -1029,9 +1143,32 @@ def test_traverse_response_map_of_a_code_equal_to_posx_is_a_ramp(tmp_path):
     assert torch.allclose(r["rotation"][0], torch.full((3, 40), 15.5))
     assert torch.allclose(r["scale"][1], torch.arange(6.0).expand(3, 6))
     assert torch.allclose(r["position"][1], torch.full((32, 32), 2.5))
-    width, height = Image.open(tmp_path / "maps.png").size
+    picture = Image.open(tmp_path / "maps.png").convert("RGB")
+    width, height = picture.size
     assert height == 2 * traverse.LINE + 2 * traverse.MAP_ROW
     assert width >= traverse.LABEL_WIDTH + traverse.HEAT + 2 * traverse.PLOT[0]
+    # each row's colour bar: the highest value's colour at its top, the lowest's at its bottom
+    bar = traverse.LABEL_WIDTH + traverse.HEAT + traverse.SPACE // 2 + traverse.BAR[0] // 2
+    top = 2 * traverse.LINE + 4
+    (r_top, _, b_top), (r_bottom, _, b_bottom) = (picture.getpixel((bar, y)) for y in (top + 1, top + traverse.PLOT[1] - 10))
+    assert r_top > 200 > b_top + 150 and b_bottom > 100 > r_bottom + 50  # red at the top, dark blue at the bottom
+
+
+def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_written(tmp_path, monkeypatch, capsys):
+    ckpt = shapes_checkpoint(tmp_path / "m.pt")
+    calls = []
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, torch.cat([GROUND_TRUTH, GROUND_TRUTH], 1)))
+    for run in range(2):
+        traverse.figures(traverse.build_parser().parse_args(
+            [str(ckpt), "--only", "maps", "--out", str(tmp_path / "figs"), "--device", "cpu"]))
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith("traverse.py: maps of ") and "CPU threads, into " in out[0]
+        assert any(line.startswith("wrote response_maps.png (") for line in out)
+        assert ("read from" in "\n".join(out)) == (run == 1) and len(calls) == 1  # encoded once
+    assert (tmp_path / "m.codes.pt").exists() and (tmp_path / "figs" / "response_maps.png").exists()
+    traverse.figures(traverse.build_parser().parse_args(
+        [str(ckpt), "--only", "maps", "--out", str(tmp_path / "figs"), "--device", "cpu", "--no-cache"]))
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize("args", [
@@ -1165,10 +1302,16 @@ def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_
                     "config": {"arch": "fc", "latents": 10, "channels": 1, "dataset": "shapes", "beta": beta}},
                    tmp_path / f"{name}.pt")
     specs = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), f"mine={tmp_path / 'c.pt'}", str(tmp_path / "a.pt")]
+    calls = []
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls))  # no encoding
     rows = baselines.checkpoint_rows(specs, torch.device("cpu"), 8192)  # codes are not computed yet
-    assert [row.label for row in rows] == ["β-VAE (β = 4)", "VAE (β = 1)", "mine"]
-    monkeypatch.setattr(metric, "encode_all", lambda encode, device, batch_size: encode)  # no encoding
+    assert [row.label for row in rows] == ["β-VAE (β = 4)", "VAE (β = 1)", "mine"] and not calls
     assert [len(list(row.codes())) for row in rows] == [2, 1, 1]
+    # through metric's cache: a.pt, given twice, is encoded once; a second table encodes nothing
+    assert len(calls) == 3 and all((tmp_path / f"{name}.codes.pt").exists() for name in "abc")
+    assert [len(list(row.codes())) for row in rows] == [2, 1, 1] and len(calls) == 3
+    rows = baselines.checkpoint_rows(specs[:1], torch.device("cpu"), 8192, cache=False)
+    assert len(list(rows[0].codes())) == 1 and len(calls) == 4
 
 
 def test_baselines_cli_table_and_bad_input(tmp_path):
@@ -1287,7 +1430,7 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
 def test_scoring_during_training_leaves_the_training_noise_alone(monkeypatch):
     import train
 
-    monkeypatch.setattr(metric, "encode_all", lambda encode, device: GROUND_TRUTH)  # no encoding
+    monkeypatch.setattr(metric, "encode_all", lambda encode, device, progress: GROUND_TRUTH)  # no encoding
     net = model.BetaVAE("fc")
     torch.manual_seed(7)
     before = torch.get_rng_state()

@@ -7,7 +7,12 @@ Latent response maps (Fig. 7A rows 1–3, 2D shapes only): the mean of each late
 whole data set as a function of position (a heat map), of scale and of rotation (one curve per
 shape: square red, ellipse green, heart blue). Samples from the prior (Fig. 9): decoded z ~ N(0, I).
 Reconstructions: inputs above the decoded mean of q(z|x). Learning curves: the disentanglement
-score that train.py --eval-every logs, against training minutes.
+score that train.py --eval-every logs, against training minutes. Every figure carries its axes:
+ticks, axis names, the response maps' colour bar (the value of mu), KL in nats.
+
+The response maps read the checkpoint's codes through metric.checkpoint_codes: cached beside it
+as <stem>.codes.pt (--no-cache: encode afresh). Needs shapes.py, model.py, loss.py, metric.py
+and train.py beside it (pillow for the pictures).
 
     python traverse.py ckpt.pt                       # every figure, into ckpt_figures/
     python traverse.py ckpt.pt --only traversal --steps 7 --out figs
@@ -17,6 +22,7 @@ score that train.py --eval-every logs, against training minutes.
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +46,9 @@ SPACE = 16  # between the blocks of one figure
 SHAPE_COLOURS = ((220, 30, 30), (20, 150, 40), (30, 70, 220))  # square red, ellipse green, heart blue
 PLOT = (150, 96)  # one response curve's axis box, pixels
 HEAT = 96  # side of one 32×32 position map, enlarged
-MAP_ROW = HEAT + 4 * GAP  # height of one latent's response maps
+TICK = 4  # length of a tick mark, pixels
+MAP_ROW = HEAT + LINE + 4 * GAP  # height of one latent's response maps: the maps, then their tick labels
+BAR = (10, 44)  # the colour bar: its width, and the room for its value labels right of it
 
 
 def font(size: int = 13) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -57,8 +65,13 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def labelled_grid(images: torch.Tensor, row_labels: list[str] | None = None,
-                  col_labels: list[str] | None = None, title: str | None = None) -> Image.Image:
-    """(R, K, C, 64, 64) images -> one picture: a label left of each row, above each column, a title."""
+                  col_labels: list[str] | None = None, title: str | None = None,
+                  corner: tuple[str, str] | None = None) -> Image.Image:
+    """(R, K, C, 64, 64) images -> one picture: a label left of each row, above each column, a title.
+
+    `corner` names the row labels (on the title's line) and the column labels (on theirs),
+    in the row labels' column.
+    """
     R, K = images.shape[:2]
     left = LABEL_WIDTH if row_labels else 0
     top = LINE * ((title is not None) + (col_labels is not None))
@@ -75,6 +88,10 @@ def labelled_grid(images: torch.Tensor, row_labels: list[str] | None = None,
         draw.text((x, top - LINE + 2), text, fill="black", font=f)
     if title is not None:
         draw.text((left + GAP, 2), title, fill="black", font=f)
+    if corner and row_labels:
+        rows_name, columns_name = corner
+        draw.text((4, top - 2 * LINE + 2), rows_name, fill="grey", font=f)
+        draw.text((4, top - LINE + 2), columns_name, fill="grey", font=f)
     return canvas
 
 
@@ -125,13 +142,14 @@ def draw_traversals(images: torch.Tensor, names: list[str], kl: torch.Tensor, pn
     """A block per seed (rows: latents by KL, columns: positions) as a PNG; a GIF over the positions."""
     S, M, steps = images.shape[:3]
     order = kl.argsort(descending=True)
-    rows = [f"z{i}  KL {kl[i]:.2f}" for i in order.tolist()]
+    rows = [f"z{i}  {kl[i]:.2f}" for i in order.tolist()]
     values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps).tolist()
     blocks = [labelled_grid(images[s, order], rows if s == 0 else None, [f"{v:+.1f}" for v in values],
-                            f"seed: {names[s]}") for s in range(S)]
+                            f"seed: {names[s]}", ("latent, KL (nats)", "latent value:")) for s in range(S)]
     side_by_side(blocks).save(png)
     frames = [labelled_grid(images[:, order, t].transpose(0, 1), rows, names,
-                            f"traversed latent = {values[t]:+.2f}") for t in range(steps)]
+                            f"traversed latent = {values[t]:+.2f}", ("latent, KL (nats)", "seed:"))
+              for t in range(steps)]
     frames += frames[-2:0:-1]  # there and back again, so the loop does not jump
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=150, loop=0)
 
@@ -157,34 +175,63 @@ def heat_colour(t: np.ndarray) -> np.ndarray:
 
 
 def response_maps(codes: torch.Tensor, kl: torch.Tensor, path: Path) -> dict[str, torch.Tensor]:
-    """Draw Fig. 7A's response maps of every latent, most informative first; returns the numbers."""
+    """Draw Fig. 7A's response maps of every latent, most informative first; returns the numbers.
+
+    Each latent's row: the mean mu by position (posX across, posY down, as in the images), a
+    colour bar giving the value of its colours, and mu against scale and against rotation on
+    that same value scale, so that a factor the latent ignores draws flat.
+    """
     responses = latent_responses(codes)
     D = responses["position"].shape[0]
     top = 2 * LINE
     height = top + D * MAP_ROW
-    width = LABEL_WIDTH + HEAT + 2 * (PLOT[0] + SPACE) + SPACE
+    bar_x = LABEL_WIDTH + HEAT + SPACE // 2
+    columns = (LABEL_WIDTH, bar_x + sum(BAR) + SPACE, bar_x + sum(BAR) + PLOT[0] + 2 * SPACE)
+    width = columns[2] + PLOT[0] + SPACE
     canvas = Image.new("RGB", (width, height), "white")
     draw, f = ImageDraw.Draw(canvas), font()
-    columns = (LABEL_WIDTH, LABEL_WIDTH + HEAT + SPACE, LABEL_WIDTH + HEAT + PLOT[0] + 2 * SPACE)
-    for x, text in zip(columns, ("position (x, y)", "scale 0.5 .. 1", "rotation 0 .. 2pi")):
+    headers = ("mean mu by position", "mu by scale", "mu by rotation")
+    for x, text in zip(columns, headers):
         draw.text((x, 2), text, fill="black", font=f)
+    draw.text((4, 2), "latent, KL (nats)", fill="grey", font=f)
     x = columns[1]
     for name, colour in zip(shapes.SHAPE_NAMES, SHAPE_COLOURS):
         draw.text((x, LINE + 1), name, fill=colour, font=f)
         x += draw.textlength(name, font=f) + 10
+    ramp = heat_colour(np.linspace(1, 0, PLOT[1] - 8))[:, None, :].repeat(BAR[0], 1)  # (H, w, 3): high at the top
+
+    def ticks(x0: float, x1: float, y: float, labels: list[str]) -> None:
+        """Tick marks below an axis from x0 to x1, evenly spaced, each with its label centred under it."""
+        for x, label in zip(np.linspace(x0, x1, len(labels)).tolist(), labels):
+            draw.line([(x, y), (x, y + TICK)], fill="grey")
+            draw.text((x - draw.textlength(label, font=f) / 2, y + TICK), label, fill="black", font=f)
+
     for row, i in enumerate(kl.argsort(descending=True).tolist()):
         y = top + row * MAP_ROW
         # One scale per latent for its map and both curves, so that a factor it ignores draws flat.
         lo = min(r[i].min().item() for r in responses.values())
         hi = max(r[i].max().item() for r in responses.values())
         span = max(hi - lo, 1e-6)
-        draw.text((4, y + HEAT // 2 - LINE), f"z{i}  KL {kl[i]:.2f}", fill="black", font=f)
-        draw.text((4, y + HEAT // 2), f"mu {lo:.2f}..{hi:.2f}", fill="grey", font=f)
+        draw.text((4, y + HEAT // 2 - LINE // 2), f"z{i}  {kl[i]:.2f}", fill="black", font=f)
         heat = heat_colour(((responses["position"][i] - lo) / span).numpy())  # (32, 32, 3)
         canvas.paste(Image.fromarray(heat).resize((HEAT, HEAT), Image.NEAREST), (columns[0], y))
-        for x0, curves in zip(columns[1:], (responses["scale"][i], responses["rotation"][i])):
+        cell = HEAT / 32  # the ticks sit on the centres of the first and last positions
+        ticks(columns[0] + cell / 2, columns[0] + HEAT - cell / 2, y + HEAT, ["posX 0", "1"])
+        for label, v in (("posY 0", y + cell / 2), ("1", y + HEAT - cell / 2)):
+            draw.line([(columns[0] - TICK, v), (columns[0], v)], fill="grey")
+            draw.text((columns[0] - TICK - 2 - draw.textlength(label, font=f), v - LINE / 2), label, fill="black", font=f)
+        canvas.paste(Image.fromarray(ramp), (bar_x, y + 4))  # the bar spans the curves' value range
+        draw.rectangle((bar_x, y + 4, bar_x + BAR[0], y + PLOT[1] - 4), outline="grey")
+        for value, v in ((hi, y + 4), ((lo + hi) / 2, y + PLOT[1] / 2), (lo, y + PLOT[1] - 4)):
+            draw.line([(bar_x + BAR[0], v), (bar_x + BAR[0] + TICK, v)], fill="grey")
+            draw.text((bar_x + BAR[0] + TICK + 2, v - LINE / 2), f"{value:.2f}", fill="black", font=f)
+        for x0, curves, labels in zip(columns[1:], (responses["scale"][i], responses["rotation"][i]),
+                                      (["0.5", "scale", "1"], ["0", "rotation", "2pi"])):
             draw.rectangle((x0, y, x0 + PLOT[0], y + PLOT[1]), outline="grey")
+            for v in (y + 4, y + PLOT[1] / 2, y + PLOT[1] - 4):  # the colour bar's values, on the same scale
+                draw.line([(x0, v), (x0 + TICK, v)], fill="grey")
             xs = np.linspace(x0 + 4, x0 + PLOT[0] - 4, curves.shape[1])
+            ticks(x0 + 4, x0 + PLOT[0] - 4, y + PLOT[1], labels)
             for curve, colour in zip(curves, SHAPE_COLOURS):
                 ys = y + PLOT[1] - 4 - (curve.numpy() - lo) / span * (PLOT[1] - 8)  # y grows down
                 draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
@@ -234,10 +281,13 @@ def learning_curves(specs: list[str], path: Path) -> None:
 
     for score in (25, 50, 75, 100):
         draw.line([xy(0, score), xy(x_max, score)], fill=(225, 225, 225))
-        draw.text((4, xy(0, score)[1] - LINE / 2), f"{score} %", fill="black", font=f)
+        x, y = xy(0, score)
+        draw.line([(x - TICK, y), (x, y)], fill="grey")
+        draw.text((4, y - LINE / 2), f"{score} %", fill="black", font=f)
     for m in range(0, int(x_max) + 1, step):
         x, y = xy(m, 25)
-        draw.text((x - 4, y + 4), str(m), fill="black", font=f)
+        draw.line([(x, y), (x, y + TICK)], fill="grey")
+        draw.text((x - draw.textlength(str(m), font=f) / 2, y + TICK), str(m), fill="black", font=f)
     draw.rectangle((left, top, left + CURVE[0], top + CURVE[1]), outline="grey")
     draw.text((left + CURVE[0] / 2 - 80, top + CURVE[1] + LINE + 4), "training minutes (CPU)", fill="black", font=f)
     draw.text((left, 2), "disentanglement score (Sec. 3)", fill="black", font=f)
@@ -275,34 +325,48 @@ def figures(args: argparse.Namespace) -> None:
     source = make_source(config, device)
     draw = {name: args.only in (None, name) for name in ("traversal", "maps", "samples", "recon")}
     written = []
+    say = lambda line: print(line, flush=True)  # noqa: E731 (whole lines at once, in a log file too)
     if draw["maps"] and config["dataset"] == "folder":
-        print("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
+        say("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
         draw["maps"] = False
+    say(f"traverse.py: {', '.join(name for name, on in draw.items() if on) or 'no figures'} of {args.checkpoint} "
+        f"on {device}, {torch.get_num_threads()} CPU threads, into {out}/"
+        + ("; the maps read the codes cached beside the checkpoint, or encode all 737,280 images once"
+           if draw["maps"] and not args.no_cache else ""))
     if draw["traversal"] or draw["maps"]:
         x, _ = source.sample(KL_IMAGES, generator)  # (N, C, 64, 64)
         kl = latent_kl(model, x)
-        print("latents by mean KL (nats): " + ", ".join(f"z{i} {kl[i]:.2f}" for i in kl.argsort(descending=True)))
+        say("latents by mean KL (nats): " + ", ".join(f"z{i} {kl[i]:.2f}" for i in kl.argsort(descending=True)))
+
+    def wrote(*names: str) -> None:
+        written.extend(names)
+        say(f"wrote {', '.join(names)} ({time.perf_counter() - t:.1f} s)")
+
     if draw["traversal"]:
+        t = time.perf_counter()
         seeds, names = seed_images(config, source, args.seeds, generator)
         mu, _ = encode(model, seeds)
         draw_traversals(traversal(model, mu, args.steps), names, kl, out / "traversal.png", out / "traversal.gif")
-        written += ["traversal.png", "traversal.gif"]
+        wrote("traversal.png", "traversal.gif")
     if draw["maps"]:
-        codes = metric.encode_all(metric.model_encoder(model), device=device)  # (737280, M) mu
+        t = time.perf_counter()
+        codes = metric.checkpoint_codes(args.checkpoint, model, device, not args.no_cache, progress=say)  # (737280, M) mu
         response_maps(codes, kl, out / "response_maps.png")
-        written.append("response_maps.png")
+        wrote("response_maps.png")
     if draw["samples"]:
+        t = time.perf_counter()
         z = torch.randn(64, model.latents, generator=generator)  # z ~ N(0, I), Fig. 9
         samples = decode(model, z)  # (64, C, 64, 64)
         grid = labelled_grid(samples.view(8, 8, *samples.shape[1:]), title="samples: z ~ N(0, I)")
         grid.save(out / "samples.png")
-        written.append("samples.png")
+        wrote("samples.png")
     if draw["recon"]:
+        t = time.perf_counter()
         x, _ = source.sample(8, generator)  # (8, C, 64, 64)
         recon = decode(model, encode(model, x)[0])  # the mean of q(z|x), decoded: no sampling noise
         labelled_grid(torch.stack([x.cpu(), recon]), ["input", "reconstruction"]).save(out / "reconstructions.png")
-        written.append("reconstructions.png")
-    print(f"wrote {', '.join(written) or 'nothing'} in {out}")
+        wrote("reconstructions.png")
+    say(f"wrote {', '.join(written) or 'nothing'} in {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -316,7 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="positions of each traversal over [-3, 3] (default 10)")
     p.add_argument("--seeds", type=int, default=3, help="image-folder models: images to traverse from (default 3)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the sampled images and z (default 0)")
+    p.add_argument("--no-cache", action="store_true", help="response maps: encode afresh; neither read nor write <stem>.codes.pt")
     p.add_argument("--device", help="cuda, mps or cpu (default: cuda, then mps, then cpu)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     return p
 
 
@@ -325,6 +391,10 @@ def main() -> None:
     args = p.parse_args()
     if (args.checkpoint is None) == (args.curves is None):
         p.error("give a checkpoint, or --curves CSV ...")
+    if args.threads is not None:
+        if args.threads <= 0:
+            p.error("--threads must be positive")
+        torch.set_num_threads(args.threads)
     try:
         if args.curves:
             out = Path(args.out or "curves.png")
