@@ -37,7 +37,7 @@ import metric
 import shapes
 import train
 from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
-from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg
+from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg, set_threads
 
 # Table 2 (A.5): a linear classifier's accuracy (%) at each factor's value from the codes:
 # shape ("id" in the paper), scale, rotation, posX, posY.
@@ -741,10 +741,10 @@ def train_baseline(args: argparse.Namespace) -> None:
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
-    if args.threads is not None:
-        if args.threads <= 0:
-            p.error("--threads must be positive")
-        torch.set_num_threads(args.threads)
+    try:
+        set_threads(args.threads)
+    except DeviceError as e:
+        p.error(str(e))
     if args.train:
         train_baseline(args)
         return
@@ -762,11 +762,11 @@ def main() -> None:
         if unknown:
             raise ValueError(f"unknown row {unknown[0]!r} in --rows (choose from {', '.join(ROWS)})")
         device = pick_device(args.device)
+        extra = checkpoint_rows(args.checkpoints, device, args.batch_size, not args.no_cache, log)  # fail before any work
         log(f"baselines.py: the Fig. 6 table on {device}, {torch.get_num_threads()} CPU threads: rows "
             f"{', '.join([ROWS[n] for n in names] + args.checkpoints)} at L = {', '.join(map(str, args.L))}; "
             f"progress here on stderr, the table on stdout"
             + ("" if not args.checkpoints or args.no_cache else "; checkpoint codes cached as <stem>.codes.pt"))
-        extra = checkpoint_rows(args.checkpoints, device, args.batch_size, not args.no_cache, log)  # fail before any work
         rows, notes = baseline_rows(names, args, device, log)
         settings = dict(n_train=args.n_train, n_test=args.n_test, steps=args.classifier_steps,
                         lr=args.classifier_lr, optimizer=args.classifier)

@@ -394,18 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     try:  # the CLI reads checkpoints, so it needs model.py; the functions above need only shapes.py
-        from model import pick_device
+        from model import pick_device, set_threads
     except ModuleNotFoundError:
         print("metric.py: error: reading checkpoints needs model.py beside metric.py", file=sys.stderr)
         sys.exit(1)
     p = build_parser()
     args = p.parse_args()
-    if args.threads is not None:
-        if args.threads <= 0:
-            p.error("--threads must be positive")
-        torch.set_num_threads(args.threads)
     say = lambda line: print(line, flush=True)  # noqa: E731 (whole lines at once, in a log file too)
     try:
+        set_threads(args.threads)
         if args.dlib and args.L not in (None, DLIB_L):
             raise ValueError(f"--dlib scores at disentanglement_lib's L = {DLIB_L}: leave --L out")
         if args.L is None:

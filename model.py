@@ -177,6 +177,14 @@ def check_device(name: str) -> torch.device:
     return device
 
 
+def set_threads(threads: int | None) -> None:
+    """The --threads of every CLI: torch's CPU threads, when given; DeviceError unless positive."""
+    if threads is not None:
+        if threads <= 0:
+            raise DeviceError(f"--threads {threads}: it must be positive")
+        torch.set_num_threads(threads)
+
+
 def seed_arg(text: str) -> int:
     """argparse type of every --seed: a whole number that torch.manual_seed accepts."""
     try:

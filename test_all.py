@@ -385,12 +385,12 @@ def test_eval_every_writes_the_score_into_the_log(tmp_path, monkeypatch, capsys)
 def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_recipe(tmp_path, monkeypatch, capsys):
     import train
     monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)  # as if every step took 10 s
-    train_in_process(monkeypatch, *SMALL_RUN[:-4], "--steps", "6", "--log-every", "5", "--device", "cpu",
-                     "--out", str(tmp_path / "p.pt"))
+    train_in_process(monkeypatch, *SMALL_RUN, "--steps", "6", "--log-every", "5", "--out", str(tmp_path / "p.pt"))
     steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert steps == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
     assert [row.split(",")[0] for row in (tmp_path / "p.csv").read_text().splitlines()] == ["step", "5", "6"]
-    train_in_process(monkeypatch, "--arch", "conv", "--time-limit", "0", "--device", "cpu", "--out", str(tmp_path / "d.pt"))
+    train_in_process(monkeypatch, "--arch", "conv", "--time-limit", "0", "--threads", "1", "--device", "cpu",
+                     "--out", str(tmp_path / "d.pt"))
     assert train.CPU_RECIPE in capsys.readouterr().out  # the paper's 300,000 steps, on a CPU
 
 
@@ -1316,7 +1316,8 @@ def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_
 
 def test_baselines_cli_table_and_bad_input(tmp_path):
     result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "2", "--n-train", "300",
-                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu", "--table2", "--a4")
+                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu", "--table2", "--a4",
+                     "--threads", "1")  # on a busy machine L-BFGS's small dot products crawl on 2 threads
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["representation", "ours", "(%)"] and "paper (%)" in lines[0]
     assert lines[1].startswith("ground truth") and " 100 " in lines[1]

@@ -4,6 +4,7 @@
     python train.py --beta 4 --steps 2000 --out quick.pt          # a few CPU minutes
     python train.py --dataset folder --data DIR --beta 4          # CelebA, chairs, faces (conv)
     python train.py --out quick.pt --resume                       # continue a stopped run
+    python train.py --beta 1 4 --seeds 0-9 --out runs/fig6        # the A.4 protocol: 20 replicas
     python train.py --benchmark                                   # training samples/s
 
 Defaults are the paper's (A.1, Table 1): on shapes the FC network, 10 latents, Bernoulli
@@ -14,7 +15,9 @@ every latent, go to a CSV beside the checkpoint. Checkpoints are one dict (model
 step, RNG states, config), written atomically every --save-every steps, on Ctrl-C or SIGTERM
 and at the end; --resume continues with the same batches, numbers and log rows as an unbroken
 run. An existing --out is continued (--resume) or started again (--overwrite), never
-replaced silently; a lock file beside it keeps a second run off it.
+replaced silently; a lock file beside it keeps a second run off it. Several --beta values or
+--seeds train every (β, seed) replica of the protocol (A.4), each an ordinary checkpoint:
+stepped together as one stacked model on CUDA, one after another on a CPU.
 """
 
 import argparse
@@ -40,7 +43,7 @@ from torch import nn
 
 import loss as objective
 import shapes
-from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg
+from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg, set_threads
 
 DATASET_DEFAULTS = {  # Table 1 and A.1
     "shapes": {"arch": "fc", "latents": 10, "optimizer": "adagrad", "lr": 1e-2, "likelihood": "bernoulli"},
@@ -1010,10 +1013,7 @@ def settle_bf16(config: dict, device: torch.device) -> None:
 def main() -> None:
     args = build_parser().parse_args()
     try:
-        if args.threads is not None:
-            if args.threads <= 0:
-                raise UsageError("--threads must be positive")
-            torch.set_num_threads(args.threads)
+        set_threads(args.threads)
         device = pick_device(args.device)
         if args.seeds or len(args.beta or []) > 1:
             train_protocol(args, device)

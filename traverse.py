@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 import loss as objective
 import metric
 import shapes
-from model import BetaVAE, load_checkpoint, pick_device, seed_arg
+from model import BetaVAE, load_checkpoint, pick_device, seed_arg, set_threads
 from train import ImageFolder, UsageError, make_source
 
 TRAVERSAL_RANGE = 3.0  # Figs. 1–4, 7: each latent swept over [−3, 3], the prior's ±3σ
@@ -391,11 +391,8 @@ def main() -> None:
     args = p.parse_args()
     if (args.checkpoint is None) == (args.curves is None):
         p.error("give a checkpoint, or --curves CSV ...")
-    if args.threads is not None:
-        if args.threads <= 0:
-            p.error("--threads must be positive")
-        torch.set_num_threads(args.threads)
     try:
+        set_threads(args.threads)
         if args.curves:
             out = Path(args.out or "curves.png")
             learning_curves(args.curves, out)
