@@ -54,7 +54,8 @@ out, device = Path(sys.argv[1]), model.pick_device(sys.argv[2])
 Ls, seeds = (16, 64), range(3)  # A.4: 3 classifier seeds per replica
 scores = {}  # path -> {L: [score per seed]}
 for path in sorted((out / "fig6").glob("b*_s*.pt")):
-    codes = metric.encode_all(metric.model_encoder(metric.load_shapes_model(str(path), device)), device)
+    net = metric.load_shapes_model(str(path), device)
+    codes = metric.checkpoint_codes(str(path), net, device)  # cached beside it: traverse.py reads it again
     scores[path] = {L: [metric.disentanglement_score(codes, L=L, seed=s) for s in seeds] for L in Ls}
     print(f"{path.name}: " + "; ".join(f"L = {L}: " + ", ".join(f"{100 * s:.2f}" for s in v)
                                        for L, v in scores[path].items()), flush=True)
