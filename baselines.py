@@ -22,7 +22,6 @@ model.py, loss.py, metric.py and train.py beside it (traverse.py for InfoGAN's s
 
 import argparse
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -36,6 +35,7 @@ import loss as objective
 import metric
 import shapes
 import train
+import traverse
 from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
 from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg, set_threads
 
@@ -444,8 +444,6 @@ class InfoGANTrainer(train.Trainer):
 
 def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> None:
     """Each code swept over [−1, 1] with the rest fixed, beside random samples: did G learn the shapes?"""
-    import traverse
-
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     model.eval()
@@ -563,14 +561,6 @@ def format_table(results: list[tuple[str, list[float]]], markdown: bool = False)
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
 
 
-def split_checkpoint(spec: str) -> tuple[str | None, str]:
-    """`path` or `label=path`; labels hold '=' themselves ("β-VAE (β = 4)=a.pt"), so the last one splits."""
-    if os.path.exists(spec) or "=" not in spec:
-        return None, spec
-    label, path = spec.rsplit("=", 1)
-    return label, path
-
-
 def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int, cache: bool = True,
                     log: metric.Progress = None) -> list[Row]:
     """One row per label; checkpoints sharing a label are replicas. Loads every one now, to fail early.
@@ -579,7 +569,7 @@ def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int, cac
     """
     groups: dict[str, list[tuple[str, torch.nn.Module]]] = {}
     for spec in specs:
-        label, path = split_checkpoint(spec)
+        label, path = traverse.split_checkpoint(spec)
         net, own_label = load_representation(path, device)
         groups.setdefault(label or own_label, []).append((path, net))
     return [Row(label, lambda nets=nets: (metric.checkpoint_codes(path, net, device, cache, batch_size, log)

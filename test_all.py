@@ -1293,7 +1293,7 @@ def test_baselines_table_formats_ours_beside_the_paper():
     assert lines[3] == "| mine | 50.00 ± 0.00 | — | — |"
     assert baselines.checkpoint_label({"beta": 4.0}) == "β-VAE (β = 4)" in baselines.PAPER
     assert baselines.checkpoint_label({"beta": 1.0}) == "VAE (β = 1)" in baselines.PAPER
-    assert baselines.split_checkpoint("β-VAE (β = 4)=runs/a.pt") == ("β-VAE (β = 4)", "runs/a.pt")
+    assert traverse.split_checkpoint("β-VAE (β = 4)=runs/a.pt") == ("β-VAE (β = 4)", "runs/a.pt")
 
 
 def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_path, monkeypatch):

@@ -261,10 +261,19 @@ def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
     return [float(r["seconds"]) / 60 for r in rows], [100 * float(r["score"]) for r in rows]
 
 
+def split_checkpoint(spec: str) -> tuple[str | None, str]:
+    """A `path` or `label=path` argument (curves here, the rows of baselines.py's table).
+
+    Labels hold '=' themselves ("β-VAE (β = 4)=a.pt"), so the last one splits.
+    """
+    if Path(spec).exists() or "=" not in spec:
+        return None, spec
+    label, path = spec.rsplit("=", 1)
+    return label, path
+
+
 def learning_curves(specs: list[str], path: Path) -> None:
     """The disentanglement score against training minutes, one line per CSV log (`label=path` or path)."""
-    from baselines import split_checkpoint  # the `label=path` convention of baselines.py's rows
-
     curves = []
     for spec in specs:
         label, csv_path = split_checkpoint(spec)
