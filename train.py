@@ -493,6 +493,8 @@ def train(config: dict, out: str, device: torch.device, resume: bool = False, tr
     seconds the run stops and saves as if asked to, and returns.
     """
     deadline = time.perf_counter() + (math.inf if time_limit is None else time_limit)
+    print(f"training {out} to step {config['steps']:,} on {device} ({torch.get_num_threads()} CPU threads), "
+          f"batch {config['batch_size']}; the log goes to {log_path(out)}", flush=True)
     trainer = trainer or Trainer(config, device)
     with StopRequests() as stop, open_run(trainer, config, out, device, resume) as run:
         try:
