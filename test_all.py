@@ -415,9 +415,13 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "train.py", "--steps", "100000", "--log-every", "2",
                              "--save-every", "100000", "--out", str(out), "--device", "cpu"],
                             cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert "step 2/" in proc.stdout.readline()
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline().startswith(f"training {out} to step 100,000")  # at once, what it does
+        wait_for_step(proc, 2)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a failed assertion must not leave it training beside the other tests
     assert proc.returncode == 130 and "--resume" in stderr and "Traceback" not in stderr
     assert torch.load(out, weights_only=True)["step"] >= 2
 
