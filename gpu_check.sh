@@ -3,7 +3,8 @@
 # tests, the training benchmark, then the paper's protocol (A.4: β = 1 and β = 4, 10 replicas each,
 # Adagrad 1e-2, batch 64, up to 300,000 steps or as many as the budget leaves), score every replica
 # at L = 16 and L = 64 with A.4, and draw the best and the worst β = 4 replica. Everything it writes
-# goes under OUT; it installs nothing and reads nothing outside the repository.
+# goes under OUT; it installs nothing and reads nothing outside the repository. Runs already in
+# OUT/fig6 are never replaced: train.py refuses them (give a new OUT).
 #
 #     bash gpu_check.sh OUT                       # on a GPU: cuda, 480 s in all
 #     DEVICE=cpu SEEDS=0 STEPS=2 BUDGET=600 bash gpu_check.sh OUT   # the dry run test_all.py makes
@@ -37,7 +38,7 @@ fi
 
 echo "== the protocol: β = 1 and 4, seeds $SEEDS, up to $STEPS steps ($(left) s left)"
 python train.py --beta 1 4 --seeds "$SEEDS" --steps "$STEPS" --device "$DEVICE" --out "$OUT/fig6" \
-  --log-every 5000 --save-every 50000 --time-limit $(( $(left) - SCORE_SECONDS )) --overwrite
+  --log-every 5000 --save-every 50000 --time-limit $(( $(left) - SCORE_SECONDS ))
 [ -n "$(ls "$OUT"/fig6/b4_s*.pt 2>/dev/null)" ] || { echo "no β = 4 checkpoint written"; exit 1; }
 
 echo "== scores, A.4 ($(left) s left)"

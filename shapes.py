@@ -268,10 +268,28 @@ def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 655
             "latents_possible_values": {"color": np.array([1.0]),
                                         **{n: v for n, v in zip(FACTOR_NAMES, FACTOR_VALUES)}},
         }
-        np.savez_compressed(f, imgs=imgs, latents_classes=latents_classes, latents_values=latents_values,
-                            metadata=np.array(metadata, dtype=object))
+        np.savez_compressed(ProgressFile(f, f"compressing into {path}"), imgs=imgs, latents_classes=latents_classes,
+                            latents_values=latents_values, metadata=np.array(metadata, dtype=object))
 
     write_atomically(path, write)
+
+
+class ProgressFile:
+    """A binary file that prints the MB written every ~10 s: compressing the whole set takes a minute."""
+
+    def __init__(self, f, what: str):
+        self.f, self.what, self.written = f, what, 0
+        self.start = self.last = time.perf_counter()
+
+    def write(self, data) -> int:
+        self.written += len(data)
+        if time.perf_counter() - self.last > 10:
+            self.last = time.perf_counter()
+            print(f"{self.what}: {self.written / 2 ** 20:,.0f} MB written ({self.last - self.start:.0f} s)", flush=True)
+        return self.f.write(data)
+
+    def __getattr__(self, name: str):  # seek, tell, flush: zipfile's other calls go to the file
+        return getattr(self.f, name)
 
 
 def write_atomically(path: str, write) -> None:

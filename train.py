@@ -470,12 +470,12 @@ class Run:
 
     def save(self) -> None:
         """Checkpoint the state after the last whole step, if its weights are finite."""
-        step = self.trainer.step_count
-        if not all_finite(self.trainer.model.state_dict().values()) or not all_finite(self.tally.sums.values()):
+        step, state = self.trainer.step_count, self.trainer.state()
+        if not all_finite(state["model"].values()) or not all_finite(self.tally.sums.values()):
             raise UsageError(f"the weights or loss became NaN or infinite by step {step:,}; {self.kept()}; "
                              f"try a smaller --lr")
         try:
-            save_checkpoint(self.out, {**self.trainer.state(), "tally": self.tally.state(), "seconds": self.seconds()})
+            save_checkpoint(self.out, {**state, "tally": self.tally.state(), "seconds": self.seconds()})
         except (OSError, RuntimeError) as e:
             kept = f"step {self.last_good:,} kept" if self.last_good is not None else "no checkpoint kept"
             raise UsageError(f"cannot write checkpoint (disk full?); {kept} ({str(e).splitlines()[0]})") from None
@@ -1033,7 +1033,7 @@ def main() -> None:
                 config = make_config(args)
                 settle_bf16(config, device)
                 if device.type == "cpu" and config["steps"] == DEFAULT_STEPS and config["dataset"] != "folder":
-                    print(f"the paper's {DEFAULT_STEPS:,} steps take hours on a CPU (about 4.5 h on 2 quiet cores; "
+                    print(f"the paper's {DEFAULT_STEPS:,} steps take hours on a CPU (about 4.4 h on a quiet 2-core AMD EPYC; "
                           f"the ETA below is this machine's); a disentangled model in about 10 minutes, the CPU "
                           f"recipe: {CPU_RECIPE}", flush=True)
             train(config, args.out, device, resume=args.resume, time_limit=args.time_limit)
@@ -1057,8 +1057,6 @@ def train_protocol(args: argparse.Namespace, device: torch.device) -> None:
     folder = Path(args.out if args.out is not None else "runs")
     if folder.suffix == ".pt" or (folder.exists() and not folder.is_dir()):
         raise UsageError(f"--out {folder}: the protocol writes a checkpoint per replica into a folder")
-    if args.resume and args.overwrite:
-        raise UsageError("give --resume (continue the runs) or --overwrite (start again), not both")
     folder.mkdir(parents=True, exist_ok=True)
     replicas = [(beta, seed) for beta in betas for seed in seeds]
     outs = [replica_path(str(folder), beta, seed) for beta, seed in replicas]
@@ -1067,6 +1065,7 @@ def train_protocol(args: argparse.Namespace, device: torch.device) -> None:
     with ExitStack() as locks:
         configs, resumes = [], []
         for (beta, seed), out in zip(replicas, outs):
+            check_out(out, args.resume, args.overwrite)
             locks.enter_context(out_lock(out))
             check_existing_run(out, args.resume, args.overwrite)
             resume = args.resume and Path(out).exists()
