@@ -20,7 +20,8 @@ DeepMind's index order, computed once for all 737,280 images by `encode_all`.
 L = 64 on 10,000 / 5,000 points (our classifier, standardised inputs); its MIG reads 10,000
 images and its FactorVAE metric ignores dimensions of std below 0.05. Only scores under the same
 settings compare: on the codes of one β = 4 model, disentanglement_lib's own code scored 83.5
-and ours 84.1 under these settings, but ours 99.1 at L = 64 with four factors.
+and ours 84.1 under these settings, but ours 99.1 at L = 64 with four factors (as reported in
+issue 15; not re-measured here, disentanglement_lib not being reachable).
 
 A checkpoint's codes are cached beside it as <stem>.codes.pt, tied to its weights, so a second
 run on it (and traverse.py's response maps, baselines.py's rows) skips the encoding; --no-cache
