@@ -37,7 +37,7 @@ import shapes
 import train
 import traverse
 from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
-from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg, set_threads
+from model import BetaVAE, UsageError, pick_device, read_checkpoint, seed_arg, set_threads
 
 # Table 2 (A.5): a linear classifier's accuracy (%) at each factor's value from the codes:
 # shape ("id" in the paper), scale, rotation, posX, posY.
@@ -486,12 +486,12 @@ def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str
     if name is None:
         return metric.load_shapes_model(path, device), checkpoint_label(config)
     if name not in BASELINE_MODELS:
-        raise CheckpointError(f"{path}: unknown baseline {name!r}")
+        raise UsageError(f"{path}: unknown baseline {name!r}")
     model = BASELINE_MODELS[name]()
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+        raise UsageError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), BASELINE_LABELS[name]
 
 
@@ -700,7 +700,7 @@ def train_baseline(args: argparse.Namespace) -> None:
     try:
         for flag in ("steps", "train_batch_size", "log_every", "save_every", "eval_every"):
             if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-                raise train.UsageError(f"--{flag.replace('_', '-')} must be positive")
+                raise UsageError(f"--{flag.replace('_', '-')} must be positive")
         train.check_eval_every(args.eval_every, args.log_every)
         device = pick_device(args.device)
         train.check_out(out, args.resume, args.overwrite)
@@ -709,7 +709,7 @@ def train_baseline(args: argparse.Namespace) -> None:
             if args.resume:
                 config = train.read_resume_checkpoint(out)["config"]
                 if config.get("baseline") != args.train:
-                    raise train.UsageError(f"--resume: {out} is not a {args.train} checkpoint")
+                    raise UsageError(f"--resume: {out} is not a {args.train} checkpoint")
                 config["steps"] = args.steps
             else:
                 config = baseline_config(args)
@@ -720,7 +720,7 @@ def train_baseline(args: argparse.Namespace) -> None:
             samples = str(Path(out).with_suffix("")) + "_samples.png"
             draw_infogan(trainer.model, samples)
             print(f"wrote {samples}")
-    except (train.UsageError, DeviceError) as e:
+    except (UsageError, UsageError) as e:
         print(f"baselines.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     except (OSError, RuntimeError) as e:
@@ -733,7 +733,7 @@ def main() -> None:
     args = p.parse_args()
     try:
         set_threads(args.threads)
-    except DeviceError as e:
+    except UsageError as e:
         p.error(str(e))
     if args.train:
         train_baseline(args)
@@ -793,7 +793,7 @@ def main() -> None:
                   f"{args.seed}, mean over replicas; the paper's figure in brackets.")
         for note in notes.values():
             print(f"{note}.")
-    except (CheckpointError, ValueError, RuntimeError, OSError) as e:
+    except (ValueError, RuntimeError, OSError) as e:
         print(f"baselines.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
 

@@ -25,14 +25,13 @@ issue 15; not re-measured here, disentanglement_lib not being reachable).
 
 A checkpoint's codes are cached beside it as <stem>.codes.pt, tied to its weights, so a second
 run on it (and traverse.py's response maps, baselines.py's rows) skips the encoding; --no-cache
-encodes afresh and writes nothing. Scoring codes needs only shapes.py beside this file (and
-torch); reading a checkpoint needs model.py too.
+encodes afresh and writes nothing. Copied into another project, this file needs shapes.py and
+model.py beside it (and torch).
 """
 
 import argparse
 import hashlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ from pathlib import Path
 import torch
 
 import shapes
+from model import UsageError, cli_errors, load_checkpoint, pick_device, positive_float, positive_int, seed_arg, set_threads
 
 PAPER_FACTORS = (1, 2, 3, 4)  # scale, orientation, posX, posY (Sec. 3 leaves out shape)
 # Our settings where the paper is silent (README, "The metric's settings").
@@ -333,21 +333,31 @@ def factor_vae_score(codes: torch.Tensor, *, L: int = 64, n_train: int = 10000, 
     return (counts.argmax(1)[d_test] == k_test).float().mean().item()
 
 
+def mean_std(scores: list[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation: the ± of every table."""
+    mean = sum(scores) / len(scores)
+    return mean, math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+
+
 def a4_protocol(scores: list[float]) -> tuple[float, float, list[float]]:
     """A.4: drop the bottom half of the scores; mean and std of the rest (and the kept scores)."""
     kept = sorted(scores, reverse=True)[:max(1, math.ceil(len(scores) / 2))]
-    mean = sum(kept) / len(kept)
-    std = (sum((s - mean) ** 2 for s in kept) / len(kept)) ** 0.5
-    return mean, std, kept
+    return *mean_std(kept), kept
+
+
+def classifier_description(classifier: str = CLASSIFIER, steps: int = CLASSIFIER_STEPS,
+                           lr: float = CLASSIFIER_LR) -> str:
+    """How the linear classifier was fitted, for every printed score's settings."""
+    if classifier == "lbfgs":
+        return f"full-batch L-BFGS to convergence (≤ {steps} iterations)"
+    return f"full-batch Adagrad lr {lr} for {steps} steps"
 
 
 def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
-    """A checkpoint's model, if it was trained on 2D shapes; ValueError with a clear reason if not."""
-    from model import load_checkpoint  # here, not at the top: scoring codes needs only shapes.py
-
+    """A checkpoint's model, if it was trained on 2D shapes; UsageError with a clear reason if not."""
     model, config = load_checkpoint(path, device)
     if config.get("dataset") not in ("shapes", "dsprites") or config.get("channels", 1) != 1:
-        raise ValueError(f"{path} is a model of {config.get('dataset')!r} images, not of 2D shapes")
+        raise UsageError(f"{path} is a model of {config.get('dataset')!r} images, not of 2D shapes")
     return model
 
 
@@ -365,21 +375,19 @@ def in_context(L: int, factors: tuple[int, ...]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model import seed_arg  # the CLI reads checkpoints, so it needs model.py; the functions above do not
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("checkpoints", nargs="+", help="train.py checkpoints of 2D-shapes models")
-    p.add_argument("--L", type=int, help=f"pairs averaged per point (default {DEFAULT_L}; {DLIB_L} with --dlib)")
-    p.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help=f"classifier training points (default {DEFAULT_N_TRAIN})")
-    p.add_argument("--n-test", type=int, default=DEFAULT_N_TEST, help=f"held-out points (default {DEFAULT_N_TEST}, as the paper)")
+    p.add_argument("--L", type=positive_int, help=f"pairs averaged per point (default {DEFAULT_L}; {DLIB_L} with --dlib)")
+    p.add_argument("--n-train", type=positive_int, default=DEFAULT_N_TRAIN, help=f"classifier training points (default {DEFAULT_N_TRAIN})")
+    p.add_argument("--n-test", type=positive_int, default=DEFAULT_N_TEST, help=f"held-out points (default {DEFAULT_N_TEST}, as the paper)")
     p.add_argument("--include-shape", action="store_true", help="let y be shape too (the paper uses 4 factors)")
     p.add_argument("--classifier", choices=("lbfgs", "adagrad"), default=CLASSIFIER,
                    help="optimizer of the linear classifier: lbfgs converges (default); adagrad is the paper's")
-    p.add_argument("--classifier-steps", type=int, default=CLASSIFIER_STEPS,
+    p.add_argument("--classifier-steps", type=positive_int, default=CLASSIFIER_STEPS,
                    help=f"L-BFGS iterations at most, or Adagrad full-batch steps (default {CLASSIFIER_STEPS})")
-    p.add_argument("--classifier-lr", type=float, default=CLASSIFIER_LR, help=f"Adagrad learning rate (default {CLASSIFIER_LR}, as the paper)")
-    p.add_argument("--seeds", type=int, help="classifier seeds per checkpoint (default 1; 3 for several checkpoints, as A.4)")
+    p.add_argument("--classifier-lr", type=positive_float, default=CLASSIFIER_LR, help=f"Adagrad learning rate (default {CLASSIFIER_LR}, as the paper)")
+    p.add_argument("--seeds", type=positive_int, help="classifier seeds per checkpoint (default 1; 3 for several checkpoints, as A.4)")
     p.add_argument("--table2", action="store_true", help="also print the A.5 factor classification accuracies")
     p.add_argument("--all", action="store_true", help="also print MIG and the FactorVAE metric")
     p.add_argument("--dlib", action="store_true",
@@ -388,72 +396,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
     p.add_argument("--no-cache", action="store_true", help="encode afresh; neither read nor write <stem>.codes.pt")
     p.add_argument("--device", help="device for encoding: cuda, mps or cpu (default: cuda, then mps, then cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--batch-size", type=int, default=8192, help="images per encoder batch (default 8192)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--batch-size", type=positive_int, default=8192, help="images per encoder batch (default 8192)")
     return p
 
 
+def say(line: str) -> None:
+    """metric.py's output: whole lines at once, so that a log file shows each as it comes."""
+    print(line, flush=True)
+
+
+def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace, device: torch.device,
+                     factors: tuple[int, ...], seeds: int) -> list[float]:
+    """One checkpoint's lines: its scores at `seeds` classifier seeds in context, and with --table2,
+    --all or --dlib the other metrics; returns the scores."""
+    t = time.perf_counter()
+    codes = checkpoint_codes(path, model, device, not args.no_cache, args.batch_size, say)
+    encoded = time.perf_counter() - t
+    say(f"{path}: scoring with {seeds} classifier seed(s)")
+    classifier = dict(steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+    scores = [disentanglement_score(codes, L=args.L, n_train=args.n_train, n_test=args.n_test, factors=factors,
+                                    seed=args.seed + s, **classifier) for s in range(seeds)]
+    say(f"{path}: disentanglement score {', '.join(f'{s:.2%}' for s in scores)} "
+        f"({time.perf_counter() - t:.1f} s, of which codes {encoded:.1f} s)")
+    say(in_context(args.L, factors))
+    if args.table2:
+        accuracy = factor_classification(codes, n_train=args.n_train, n_test=args.n_test, seed=args.seed, **classifier)
+        say("  A.5 factor classification: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
+    if args.all or args.dlib:
+        images = f"{DLIB_IMAGES:,} images" if args.dlib else "all images"
+        say(f"  MIG {mig(codes, n_images=DLIB_IMAGES if args.dlib else None, seed=args.seed):.3f} ({images}), "
+            f"FactorVAE metric {factor_vae_score(codes, seed=args.seed, dlib=args.dlib):.2%} "
+            f"(dimensions pruned below " + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
+    return scores
+
+
 def main() -> None:
-    try:  # the CLI reads checkpoints, so it needs model.py; the functions above need only shapes.py
-        from model import pick_device, set_threads
-    except ModuleNotFoundError:
-        print("metric.py: error: reading checkpoints needs model.py beside metric.py", file=sys.stderr)
-        sys.exit(1)
-    p = build_parser()
-    args = p.parse_args()
-    say = lambda line: print(line, flush=True)  # noqa: E731 (whole lines at once, in a log file too)
-    try:
+    args = build_parser().parse_args()
+    with cli_errors("metric.py"):
         set_threads(args.threads)
         if args.dlib and args.L not in (None, DLIB_L):
-            raise ValueError(f"--dlib scores at disentanglement_lib's L = {DLIB_L}: leave --L out")
-        if args.L is None:
-            args.L = DLIB_L if args.dlib else DEFAULT_L
-        for flag in ("L", "n_train", "n_test", "classifier_steps", "batch_size"):
-            if getattr(args, flag) <= 0:
-                raise ValueError(f"--{flag.replace('_', '-')} must be positive")
-        if args.seeds is not None and args.seeds <= 0:
-            raise ValueError("--seeds must be positive")
+            raise UsageError(f"--dlib scores at disentanglement_lib's L = {DLIB_L}: leave --L out")
+        args.L = args.L or (DLIB_L if args.dlib else DEFAULT_L)
         device = pick_device(args.device)
+        models = [load_shapes_model(path, device) for path in args.checkpoints]  # fail before any work
         factors = (0,) + PAPER_FACTORS if args.include_shape or args.dlib else PAPER_FACTORS
         seeds = args.seeds or (3 if len(args.checkpoints) > 1 else 1)
         say(f"metric.py: scoring {len(args.checkpoints)} checkpoint(s) on {device}, {torch.get_num_threads()} CPU "
             f"threads; codes " + ("encoded afresh (--no-cache)" if args.no_cache else
                                   "read from <stem>.codes.pt beside each checkpoint, or encoded and written there")
             + "; results on this screen")
-        classifier = dict(steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
-        settings = dict(L=args.L, n_train=args.n_train, n_test=args.n_test, factors=factors, **classifier)
-        say(("settings (disentanglement_lib's): " if args.dlib else "settings: ") + f"L={args.L}, {args.n_train} train / {args.n_test} test points, factors "
-            f"{', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; standardised z_diff, linear softmax, "
-            + (f"full-batch L-BFGS to convergence (≤ {args.classifier_steps} iterations)" if args.classifier == "lbfgs"
-               else f"full-batch Adagrad lr {args.classifier_lr} for {args.classifier_steps} steps"))
-        models = [load_shapes_model(path, device) for path in args.checkpoints]  # fail before any work
+        say(("settings (disentanglement_lib's): " if args.dlib else "settings: ") + f"L={args.L}, {args.n_train} "
+            f"train / {args.n_test} test points, factors {', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; "
+            f"standardised z_diff, linear softmax, "
+            + classifier_description(args.classifier, args.classifier_steps, args.classifier_lr))
         scores = []
         for path, model in zip(args.checkpoints, models):
-            t = time.perf_counter()
-            codes = checkpoint_codes(path, model, device, not args.no_cache, args.batch_size, say)
-            encoded = time.perf_counter() - t
-            say(f"{path}: scoring with {seeds} classifier seed(s)")
-            mine = [disentanglement_score(codes, seed=args.seed + s, **settings) for s in range(seeds)]
-            scores += mine
-            say(f"{path}: disentanglement score {', '.join(f'{s:.2%}' for s in mine)} "
-                f"({time.perf_counter() - t:.1f} s, of which codes {encoded:.1f} s)")
-            say(in_context(args.L, factors))
-            if args.table2:
-                accuracy = factor_classification(codes, n_train=args.n_train, n_test=args.n_test,
-                                                 seed=args.seed, **classifier)
-                say("  A.5 factor classification: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
-            if args.all or args.dlib:
-                images = f"{DLIB_IMAGES:,} images" if args.dlib else "all images"
-                say(f"  MIG {mig(codes, n_images=DLIB_IMAGES if args.dlib else None, seed=args.seed):.3f} ({images}), "
-                    f"FactorVAE metric {factor_vae_score(codes, seed=args.seed, dlib=args.dlib):.2%} "
-                    f"(dimensions pruned below " + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
+            scores += score_checkpoint(path, model, args, device, factors, seeds)
         if len(scores) > 1:
             mean, std, kept = a4_protocol(scores)
             say(f"A.4 protocol over {len(args.checkpoints)} checkpoint(s) x {seeds} seed(s): "
                 f"{mean:.2%} ± {std:.2%} (top {len(kept)} of {len(scores)} scores)")
-    except (ValueError, RuntimeError, OSError) as e:  # ValueError includes model.CheckpointError and DeviceError
-        print(f"metric.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,17 @@ Two architectures:
 
 The encoder gives the mean `mu` and log-variance `logvar` of q(z|x); the representation that
 the metrics read is `mu` (Sec. 3). `load_checkpoint` rebuilds a trained model from the one
-dict that train.py saves, and refuses one whose weights are not finite; `pick_device` and
-`seed_arg` check every CLI's --device and --seed. This file imports nothing from the project:
+dict that train.py saves, and refuses one whose weights are not finite. Below it, what every CLI
+shares: `UsageError` (bad user input), `cli_errors` (which reports it in one line), and the checks of
+--device, --threads, --seed and counts. This file imports nothing from the project:
 
     python -c "import model; print(model.BetaVAE('fc'))"
 """
 
 import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -100,30 +104,31 @@ class BetaVAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
-class CheckpointError(ValueError):
-    """A file that cannot be read as one of this project's checkpoints."""
+class UsageError(ValueError):
+    """Bad user input (a missing or corrupt checkpoint, a device this machine lacks, a wrong flag):
+    every CLI prints its message as one line on stderr and exits 1 (`cli_errors`)."""
 
 
 def read_checkpoint(path: str) -> dict:
-    """The raw checkpoint dict that train.py saved; CheckpointError with a clear reason if not.
+    """The raw checkpoint dict that train.py saved; UsageError with a clear reason if not.
 
     Reads with weights_only=True: a checkpoint from a stranger cannot run code.
     """
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"no such checkpoint: {path}") from None
+        raise UsageError(f"no such checkpoint: {path}") from None
     except IsADirectoryError:
-        raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
+        raise UsageError(f"{path} is a folder, not a checkpoint") from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
+        raise UsageError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "config" not in ckpt:
-        raise CheckpointError(f"{path} is not a checkpoint of this project (no model and config)")
+        raise UsageError(f"{path} is not a checkpoint of this project (no model and config)")
     # A diverged run's weights give NaN codes and figures: say so here, before any work is done on them.
     bad = next((k for k, v in ckpt["model"].items()
                 if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
-        raise CheckpointError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
+        raise UsageError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
                               f"train again with a smaller --lr")
     return ckpt
 
@@ -133,22 +138,18 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
     if "baseline" in config:
-        raise CheckpointError(f"{path} is a {config['baseline']} model, not a β-VAE: "
+        raise UsageError(f"{path} is a {config['baseline']} model, not a β-VAE: "
                               f"score it with python baselines.py --table {path}")
     try:
         model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+        raise UsageError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
     return model.to(device or "cpu").eval(), config
 
 
-class DeviceError(ValueError):
-    """A --device that this machine does not have."""
-
-
 def pick_device(name: str | None = None) -> torch.device:
-    """The --device of every CLI: as given, else cuda, then mps, then cpu; DeviceError if absent."""
+    """The --device of every CLI: as given, else cuda, then mps, then cpu; UsageError if absent."""
     if name:
         return check_device(name)
     if torch.cuda.is_available():
@@ -159,29 +160,29 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def check_device(name: str) -> torch.device:
-    """The device called `name`, if this machine has it; else DeviceError saying what it has."""
+    """The device called `name`, if this machine has it; else UsageError saying what it has."""
     try:
         device = torch.device(name)
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cuda", "mps", "cpu"):
-        raise DeviceError(f"--device {name!r}: unknown device (use cuda, mps or cpu)")
+        raise UsageError(f"--device {name!r}: unknown device (use cuda, mps or cpu)")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise DeviceError(f"--device {name}: this machine has no CUDA GPU (use cpu)")
+            raise UsageError(f"--device {name}: this machine has no CUDA GPU (use cpu)")
         if device.index is not None and device.index >= count:
-            raise DeviceError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"--device {name}: MPS is not available on this machine (use cpu)")
+        raise UsageError(f"--device {name}: MPS is not available on this machine (use cpu)")
     return device
 
 
 def set_threads(threads: int | None) -> None:
-    """The --threads of every CLI: torch's CPU threads, when given; DeviceError unless positive."""
+    """The --threads of every CLI: torch's CPU threads, when given; UsageError unless positive."""
     if threads is not None:
         if threads <= 0:
-            raise DeviceError(f"--threads {threads}: it must be positive")
+            raise UsageError(f"--threads {threads}: it must be positive")
         torch.set_num_threads(threads)
 
 
@@ -194,3 +195,39 @@ def seed_arg(text: str) -> int:
     if not 0 <= seed < 2 ** 64:
         raise argparse.ArgumentTypeError(f"invalid seed {text}: it must be from 0 to 2**64 - 1")
     return seed
+
+
+def positive_int(text: str) -> int:
+    """argparse type of every count (--steps, --batch-size, --L, ...): a whole number above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: give a whole number such as 10") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value}: it must be positive")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type of every rate and length (--lr, --time-limit): a finite number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: it must be positive and finite")
+    return value
+
+
+@contextmanager
+def cli_errors(prog: str, interrupted: str = "interrupted") -> Iterator[None]:
+    """Every CLI's main() runs in this: bad input, a full disk or a torch failure ends as one line on
+    stderr and exit 1, Ctrl-C before any work is saved as one line and exit 130; never a traceback."""
+    try:
+        yield
+    except (ValueError, OSError, RuntimeError) as e:  # ValueError includes UsageError
+        print(f"{prog}: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {interrupted}", file=sys.stderr)
+        sys.exit(130)

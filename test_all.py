@@ -343,13 +343,13 @@ def test_table1_fc_layer_sizes():
 
 
 def test_load_checkpoint_rejects_bad_files(tmp_path):
-    with pytest.raises(model.CheckpointError, match="no such"):
+    with pytest.raises(model.UsageError, match="no such"):
         model.load_checkpoint(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(model.CheckpointError, match="not a readable"):
+    with pytest.raises(model.UsageError, match="not a readable"):
         model.load_checkpoint(str(tmp_path / "junk.pt"))
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(model.CheckpointError, match="not a checkpoint of this project"):
+    with pytest.raises(model.UsageError, match="not a checkpoint of this project"):
         model.load_checkpoint(str(tmp_path / "other.pt"))
 
 
@@ -616,7 +616,7 @@ def nan_checkpoint(path: Path) -> Path:
 
 def test_train_resume_and_load_checkpoint_refuse_nan_weights(tmp_path, monkeypatch, capsys):
     path = nan_checkpoint(tmp_path / "nan.pt")
-    with pytest.raises(model.CheckpointError, match="NaN"):
+    with pytest.raises(model.UsageError, match="NaN"):
         model.load_checkpoint(str(path))
     err = main_error(monkeypatch, capsys, "train.py", "--out", str(path), "--resume", "--steps", "2")
     assert "NaN" in err
@@ -643,7 +643,7 @@ def test_train_failed_save_keeps_the_last_checkpoint_and_a_symlink_at_a_temp_pat
     monkeypatch.setattr(torch, "save", disk_full)
     config = train.make_config(train.build_parser().parse_args(
         ["--batch-size", "8", "--log-every", "5", "--save-every", "10", "--steps", "30"]))
-    with train.out_lock(str(out)), pytest.raises(train.UsageError, match=r"cannot write checkpoint \(disk full\?\); step 10 kept"):
+    with train.out_lock(str(out)), pytest.raises(model.UsageError, match=r"cannot write checkpoint \(disk full\?\); step 10 kept"):
         train.train(config, str(out), torch.device("cpu"))
     assert not Path(f"{out}.lock").exists() and torch.load(out, weights_only=True)["step"] == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.csv", "full.pt", "full.pt.tmp", "precious.txt"]
@@ -677,10 +677,10 @@ def test_train_refuses_a_dsprites_npz_of_other_than_0_1_images(tmp_path):
     images = shapes.render(c).squeeze(1).numpy()  # (4, 64, 64) in {0, 1}
     for name, imgs in (("floats", images * 0.9), ("bytes", (images * 255).astype(np.uint8))):
         np.savez(tmp_path / f"{name}.npz", imgs=imgs, latents_classes=latents)
-        with pytest.raises(train.UsageError, match="0 or 1"):
+        with pytest.raises(model.UsageError, match="0 or 1"):
             train.make_source({"dataset": "dsprites", "data": str(tmp_path / f"{name}.npz")}, torch.device("cpu"))
     np.save(tmp_path / "imgs.npy", images)
-    with pytest.raises(train.UsageError, match="not an npz"):
+    with pytest.raises(model.UsageError, match="not an npz"):
         train.make_source({"dataset": "dsprites", "data": str(tmp_path / "imgs.npy")}, torch.device("cpu"))
 
 
@@ -745,10 +745,10 @@ def test_metric_traverse_baselines_refuse_a_missing_device_and_bad_counts_in_one
 
 def test_train_and_every_cli_pick_devices_through_model_pick_device():
     assert model.pick_device("cpu") == torch.device("cpu")
-    with pytest.raises(model.DeviceError, match="unknown device"):
+    with pytest.raises(model.UsageError, match="unknown device"):
         model.pick_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(model.DeviceError, match="no CUDA"):
+        with pytest.raises(model.UsageError, match="no CUDA"):
             model.pick_device("cuda")
 
 
@@ -1050,11 +1050,10 @@ def baselines_paper() -> dict:
     return baselines.PAPER
 
 
-def test_metric_copied_with_shapes_alone_scores_codes(tmp_path):
-    for name in ("metric.py", "shapes.py"):
+def test_metric_copied_with_shapes_and_model_alone_scores_codes(tmp_path):
+    for name in ("metric.py", "shapes.py", "model.py"):
         (tmp_path / name).write_text((HERE / name).read_text())
     script = ("import sys, torch, metric, shapes\n"
-              "assert 'model' not in sys.modules\n"
               "codes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()\n"
               "print(metric.disentanglement_score(codes, n_train=500, n_test=200, steps=100))\n"
               "sys.argv = ['metric.py', 'ckpt.pt']\n"
@@ -1062,8 +1061,8 @@ def test_metric_copied_with_shapes_alone_scores_codes(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                             timeout=600, env={**os.environ, "PYTHONPATH": ""})
     assert float(result.stdout.split()[0]) >= 0.99, result.stderr
-    assert_one_line_error(result)  # the CLI reads checkpoints: it says it needs model.py
-    assert "needs model.py" in result.stderr
+    assert_one_line_error(result)
+    assert "no such checkpoint" in result.stderr
 
 
 def test_metric_refuses_a_checkpoint_with_nan_weights_at_load(tmp_path, monkeypatch, capsys):
@@ -1201,7 +1200,7 @@ def test_traverse_refuses_nan_weights_and_a_log_without_seconds(tmp_path, monkey
 
 def test_traverse_needs_two_steps_and_a_seed():
     for flags in (["--steps", "1"], ["--seeds", "0"]):
-        with pytest.raises(traverse.UsageError, match="at least"):
+        with pytest.raises(model.UsageError, match="at least"):
             traverse.figures(traverse.build_parser().parse_args(["unread.pt", *flags]))
 
 

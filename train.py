@@ -43,7 +43,7 @@ from torch import nn
 
 import loss as objective
 import shapes
-from model import BetaVAE, CheckpointError, DeviceError, pick_device, read_checkpoint, seed_arg, set_threads
+from model import BetaVAE, UsageError, pick_device, read_checkpoint, seed_arg, set_threads
 
 DATASET_DEFAULTS = {  # Table 1 and A.1
     "shapes": {"arch": "fc", "latents": 10, "optimizer": "adagrad", "lr": 1e-2, "likelihood": "bernoulli"},
@@ -59,10 +59,6 @@ RESUME_FLAGS = {"steps", "resume", "out", "device", "threads", "time_limit"}  # 
 PROTOCOL_FLAGS = {"beta", "seed", "seeds", "stack"}  # each replica's own, or the protocol's
 PROGRESS_SECONDS = 10.0  # a progress line at least this often, whatever --log-every; the CSV keeps to --log-every
 CPU_RECIPE = "python train.py --optimizer adam --lr 1e-3 --batch-size 256 --bf16 --steps 3000"  # ~10 CPU minutes
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, never a traceback."""
 
 
 class ImageFolder:
@@ -254,7 +250,7 @@ def read_resume_checkpoint(path: str) -> dict:
     """The checkpoint dict to continue from; UsageError if it is missing or not a train.py one."""
     try:
         ckpt = read_checkpoint(path)
-    except CheckpointError as e:
+    except UsageError as e:
         raise UsageError(f"--resume: {e}") from None
     if not {"optimizer", "step", "rng"} <= ckpt.keys():
         raise UsageError(f"--resume: {path} is not a train.py checkpoint")
@@ -1037,7 +1033,7 @@ def main() -> None:
                           f"the ETA below is this machine's); a disentangled model in about 10 minutes, the CPU "
                           f"recipe: {CPU_RECIPE}", flush=True)
             train(config, args.out, device, resume=args.resume, time_limit=args.time_limit)
-    except (UsageError, DeviceError) as e:
+    except UsageError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # before training started: nothing to save

@@ -32,8 +32,8 @@ from PIL import Image, ImageDraw, ImageFont
 import loss as objective
 import metric
 import shapes
-from model import BetaVAE, load_checkpoint, pick_device, seed_arg, set_threads
-from train import ImageFolder, UsageError, make_source
+from model import BetaVAE, UsageError, load_checkpoint, pick_device, seed_arg, set_threads
+from train import ImageFolder, make_source
 
 TRAVERSAL_RANGE = 3.0  # Figs. 1–4, 7: each latent swept over [−3, 3], the prior's ±3σ
 KL_IMAGES = 4096  # images whose mean KL per latent orders the rows
@@ -408,7 +408,7 @@ def main() -> None:
             print(f"wrote {out}")
             return
         figures(args)
-    except (UsageError, ValueError, OSError, RuntimeError) as e:  # ValueError includes CheckpointError
+    except (ValueError, OSError, RuntimeError) as e:  # ValueError includes UsageError
         print(f"traverse.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
 
