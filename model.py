@@ -97,10 +97,12 @@ class BetaVAE(nn.Module):
         """z (B, M) -> logits (B, C, 64, 64); sigmoid(logits) is the Bernoulli mean."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One pass of the reparameterisation trick: logits, mu, logvar."""
+    def forward(self, x: torch.Tensor, noise: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """One pass of the reparameterisation trick: logits, mu, logvar; eps drawn from `noise`
+        (torch's global generator by default)."""
         mu, logvar = self.encode(x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # z = mu + sigma * eps, eps ~ N(0, I)
+        eps = torch.randn(mu.shape, generator=noise, dtype=mu.dtype, device=mu.device)  # (B, M) ~ N(0, I)
+        z = mu + eps * (0.5 * logvar).exp()  # z = mu + sigma * eps
         return self.decode(z), mu, logvar
 
 

@@ -48,7 +48,7 @@ SQUARE_HALF_SIDE = 19.2 / 2  # side 19.2 px, ≈ 370 px on
 ELLIPSE_AXES = (12.76, 7.21)  # semi-axes, long axis horizontal at orientation 0, ≈ 289 px on
 # Heart: the classic heart curve x = 16 sin³t, y = 13 cos t − 5 cos 2t − 2 cos 3t − cos 4t,
 # stretched to fill a square box as wide as the square (19.2 px), lobes up; the box's centre
-# sits HEART_DROP px below the sprite centre, about which it turns. ≈ 226 px on.
+# sits HEART_DROP px below the sprite centre, about which it turns. ≈ 225 px on.
 HEART_BOX = 19.2
 HEART_DROP = 0.22
 HEART_ORIGIN = -0.1  # box-side units below the box centre: the curve is star-shaped about it
@@ -191,32 +191,6 @@ class Shapes:
         return self.render(classes), classes
 
 
-class DSpritesNpz:
-    """A real dSprites npz (or an export of ours) behind the same interface as `Shapes`.
-
-    Holds the file's uint8 images (3 GB for the whole set) on the CPU; `render` looks
-    images up by their classes instead of drawing them.
-    """
-
-    def __init__(self, path: str, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        self.imgs, classes = load_npz(path)
-        self.classes = torch.from_numpy(classes)  # (N, 5)
-        self.row_of = torch.full((N_IMAGES,), -1, dtype=torch.int64)
-        self.row_of[classes_to_index(self.classes)] = torch.arange(len(self.classes))
-
-    def render(self, classes: torch.Tensor) -> torch.Tensor:
-        rows = self.row_of[classes_to_index(classes.cpu())]
-        if (rows < 0).any():
-            raise ValueError("some requested factor combinations are not in this npz")
-        return torch.from_numpy(self.imgs[rows.numpy()]).to(self.device).float().unsqueeze(1)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.randint(len(self.classes), (n,), generator=generator)
-        images = torch.from_numpy(self.imgs[rows.numpy()]).to(self.device).float().unsqueeze(1)
-        return images, self.classes[rows].to(self.device)
-
-
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Read a dSprites npz: uint8 images (N, 64, 64) and int64 classes (N, 5).
 
@@ -245,6 +219,32 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
         kind = f"{imgs.dtype} images" + (f" with values up to {imgs.max():g}" if len(imgs) else "")
         raise ValueError(f"{path}: {kind}; expected uint8 pixels of 0 or 1, as in DeepMind's file")
     return imgs, classes
+
+
+class DSpritesNpz:
+    """A real dSprites npz (or an export of ours) behind the same interface as `Shapes`.
+
+    Holds the file's uint8 images (3 GB for the whole set) on the CPU; `render` looks
+    images up by their classes instead of drawing them.
+    """
+
+    def __init__(self, path: str, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.imgs, classes = load_npz(path)
+        self.classes = torch.from_numpy(classes)  # (N, 5)
+        self.row_of = torch.full((N_IMAGES,), -1, dtype=torch.int64)
+        self.row_of[classes_to_index(self.classes)] = torch.arange(len(self.classes))
+
+    def render(self, classes: torch.Tensor) -> torch.Tensor:
+        rows = self.row_of[classes_to_index(classes.cpu())]
+        if (rows < 0).any():
+            raise ValueError("some requested factor combinations are not in this npz")
+        return torch.from_numpy(self.imgs[rows.numpy()]).to(self.device).float().unsqueeze(1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.randint(len(self.classes), (n,), generator=generator)
+        images = torch.from_numpy(self.imgs[rows.numpy()]).to(self.device).float().unsqueeze(1)
+        return images, self.classes[rows].to(self.device)
 
 
 def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 65536) -> None:

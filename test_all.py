@@ -389,7 +389,7 @@ def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_rec
     steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert steps == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
     assert [row.split(",")[0] for row in (tmp_path / "p.csv").read_text().splitlines()] == ["step", "5", "6"]
-    train_in_process(monkeypatch, "--arch", "conv", "--time-limit", "0", "--threads", "1", "--device", "cpu",
+    train_in_process(monkeypatch, "--arch", "conv", "--time-limit", "1e-6", "--threads", "1", "--device", "cpu",
                      "--out", str(tmp_path / "d.pt"))
     assert train.CPU_RECIPE in capsys.readouterr().out  # the paper's 300,000 steps, on a CPU
 
@@ -599,8 +599,8 @@ def test_train_ctrl_c_during_scoring_keeps_the_score(tmp_path, monkeypatch):
 
 def test_train_nan_stop_keeps_only_a_checkpoint_with_finite_weights(tmp_path, monkeypatch, capsys):
     out = tmp_path / "n.pt"
-    err = main_error(monkeypatch, capsys, "train.py", "--lr", "inf", "--steps", "3", "--log-every", "1",
-                     "--save-every", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out))
+    err = main_error(monkeypatch, capsys, "train.py", "--lr", "1e300", "--steps", "3", "--log-every", "1",
+                     "--save-every", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out))  # fp32 weights overflow
     assert "NaN" in err and "no checkpoint was written" in err
     assert not out.exists()  # the weights after step 1 are NaN: never saved as good
 
@@ -1198,10 +1198,12 @@ def test_traverse_refuses_nan_weights_and_a_log_without_seconds(tmp_path, monkey
     assert "seconds" in main_error(monkeypatch, capsys, "traverse.py", "--curves", str(log), "--out", str(tmp_path / "c.png"))
 
 
-def test_traverse_needs_two_steps_and_a_seed():
-    for flags in (["--steps", "1"], ["--seeds", "0"]):
-        with pytest.raises(model.UsageError, match="at least"):
-            traverse.figures(traverse.build_parser().parse_args(["unread.pt", *flags]))
+def test_traverse_needs_two_steps_and_a_seed(capsys):
+    with pytest.raises(model.UsageError, match="at least 2"):
+        traverse.figures(traverse.build_parser().parse_args(["unread.pt", "--steps", "1"]))
+    with pytest.raises(SystemExit):
+        traverse.build_parser().parse_args(["unread.pt", "--seeds", "0"])
+    assert "--seeds: 0: it must be positive" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- baselines.py

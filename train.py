@@ -39,11 +39,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 import loss as objective
+import metric
 import shapes
-from model import BetaVAE, UsageError, pick_device, read_checkpoint, seed_arg, set_threads
+from model import (BetaVAE, UsageError, cli_errors, pick_device, positive_float, positive_int, read_checkpoint,
+                   seed_arg, set_threads)
 
 DATASET_DEFAULTS = {  # Table 1 and A.1
     "shapes": {"arch": "fc", "latents": 10, "optimizer": "adagrad", "lr": 1e-2, "likelihood": "bernoulli"},
@@ -61,12 +65,20 @@ PROGRESS_SECONDS = 10.0  # a progress line at least this often, whatever --log-e
 CPU_RECIPE = "python train.py --optimizer adam --lr 1e-3 --batch-size 256 --bf16 --steps 3000"  # ~10 CPU minutes
 
 
+def open_image(path: Path):
+    """pillow's image at `path`, opened lazily; UsageError for a file it cannot or will not read."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:  # pillow refuses images far larger than any data set's
+        raise UsageError(f"image {path} is too large to read (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+    except (OSError, UnidentifiedImageError):
+        raise UsageError(f"cannot read image {path}") from None
+
+
 class ImageFolder:
     """Every image under a folder, resized to 64×64 with pillow, held as uint8 in memory."""
 
     def __init__(self, root: str, device: torch.device | str = "cpu", channels: int | None = None):
-        from PIL import Image, UnidentifiedImageError
-
         if not Path(root).is_dir():
             raise UsageError(f"--data {root} is not a folder")
         files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -96,18 +108,6 @@ class ImageFolder:
         return self.images_at(torch.randint(len(self.images), (n,), generator=generator)), None
 
 
-def open_image(path: Path):
-    """pillow's image at `path`, opened lazily; UsageError for a file it cannot or will not read."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        return Image.open(path)
-    except Image.DecompressionBombError:  # pillow refuses images far larger than any data set's
-        raise UsageError(f"image {path} is too large to read (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
-    except (OSError, UnidentifiedImageError):
-        raise UsageError(f"cannot read image {path}") from None
-
-
 def make_source(config: dict, device: torch.device):
     """The batch source for a config: anything with sample(n, generator) -> (x, classes)."""
     if config["dataset"] == "shapes":
@@ -135,18 +135,33 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return optimizer(params, lr=lr, fused=True)
 
 
-def rng_state(data_generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+def seeded_init(seed: int, make_model, device: torch.device) -> tuple[nn.Module, torch.Generator, torch.Tensor]:
+    """A run's model initialised from its seed, and the generator of its noise ε; the caller's
+    random state is left as it was. On a CPU ε continues torch's CPU stream after the init, on CUDA
+    it is the CUDA stream of the seed: the draws of `torch.manual_seed(seed)` then training with
+    torch's global generators. Also the CPU stream's state after the init, which checkpoints keep."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        model = make_model()
+        cpu_state = torch.get_rng_state()
+    noise = torch.Generator(device)
+    if device.type == "cpu":
+        noise.set_state(cpu_state)
+    else:
+        noise.manual_seed(seed)
+    return model.to(device), noise, cpu_state
 
 
-def set_rng_state(state: dict, data_generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    data_generator.set_state(state["data"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def rng_state(noise: torch.Generator, data: torch.Generator, cpu_state: torch.Tensor) -> dict:
+    """The random state a checkpoint keeps: ε's generator and the batches'."""
+    if noise.device.type == "cpu":
+        return {"torch": noise.get_state(), "data": data.get_state()}
+    return {"torch": cpu_state, "data": data.get_state(), "cuda": [noise.get_state()]}
+
+
+def set_rng_state(state: dict, noise: torch.Generator, data: torch.Generator) -> None:
+    noise.set_state(state["torch"] if noise.device.type == "cpu" else state["cuda"][noise.device.index or 0])
+    data.set_state(state["data"])
 
 
 def save_checkpoint(path: str, state: dict) -> None:
@@ -265,14 +280,11 @@ class Trainer:
     """
 
     def __init__(self, config: dict, device: torch.device):
-        self.config = config
         self.device = device
         self.source = make_source(config, device)
-        if hasattr(self.source, "channels"):
-            config["channels"] = self.source.channels
-        torch.manual_seed(config["seed"])
+        self.config = {**config, "channels": getattr(self.source, "channels", config.get("channels"))}
         self.data_generator = torch.Generator().manual_seed(config["seed"])
-        self.model = self.make_model().to(device)
+        self.model, self.noise, self.cpu_state = seeded_init(config["seed"], self.make_model, device)
         self.optimizer = make_optimizer(config["optimizer"], self.model.parameters(), config["lr"])
         self.step_count = 0
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config["bf16"])
@@ -283,20 +295,21 @@ class Trainer:
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.step_count, "rng": rng_state(self.data_generator), "config": self.config}
+                "step": self.step_count, "rng": rng_state(self.noise, self.data_generator, self.cpu_state),
+                "config": self.config}
 
     def load_state(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.step_count = ckpt["step"]
-        set_rng_state(ckpt["rng"], self.data_generator)
+        set_rng_state(ckpt["rng"], self.noise, self.data_generator)
 
     def step(self) -> dict[str, torch.Tensor]:
         """One gradient step on a fresh batch; returns the loss parts, detached."""
         c = self.config
         x, _ = self.source.sample(c["batch_size"], self.data_generator)  # (B, C, 64, 64)
         with self.autocast:
-            output, mu, logvar = self.model(x)
+            output, mu, logvar = self.model(x, self.noise)
         parts = objective.beta_vae_loss(output.float(), x, mu.float(), logvar.float(), c["beta"], c["likelihood"])
         if c["capacity_max"] is not None:
             capacity = objective.capacity_at(self.step_count, c["capacity_max"], c["capacity_steps"])
@@ -612,20 +625,11 @@ class StackedTrainer:
             raise UsageError("stacked replicas train the fc model on --dataset shapes without --capacity-max; "
                              "give --stack no")
         self.configs, self.device = configs, device
-        models, self.noise, self.data, self.cpu_rng = [], [], [], []
-        with torch.random.fork_rng(devices=[]):
-            for config in configs:
-                torch.manual_seed(config["seed"])  # as Trainer: the weights, then the noise
-                models.append(BetaVAE(c["arch"], c["latents"], 1))
-                self.cpu_rng.append(torch.get_rng_state())
-                noise = torch.Generator(device)
-                if device.type == "cpu":
-                    noise.set_state(torch.get_rng_state())
-                else:  # a lone run's CUDA noise comes from the CUDA generator, seeded and untouched by the init
-                    noise.manual_seed(config["seed"])
-                self.noise.append(noise)
-                self.data.append(torch.Generator().manual_seed(config["seed"]))
-        self.model = StackedVAE(models).to(device)
+        # Each replica as Trainer starts it alone: the same initial weights and noise from its seed.
+        models, self.noise, self.cpu_state = zip(*(seeded_init(config["seed"], lambda: BetaVAE(c["arch"], c["latents"]),
+                                                               device) for config in configs))
+        self.data = [torch.Generator().manual_seed(config["seed"]) for config in configs]
+        self.model = StackedVAE(list(models)).to(device)
         self.optimizer = make_optimizer(c["optimizer"], self.model.parameters(), c["lr"])
         self.beta = torch.tensor([config["beta"] for config in configs], device=device)  # (R,)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=c["bf16"])
@@ -690,12 +694,8 @@ class Replica:
         optimizer = {"param_groups": stacked["param_groups"],
                      "state": {i: {k: v[r].reshape(s.model.shapes[i]) if v.dim() else v for k, v in state.items()}
                                for i, state in stacked["state"].items()}}
-        rng = {"torch": s.noise[r].get_state() if s.device.type == "cpu" else s.cpu_rng[r],
-               "data": s.data[r].get_state()}
-        if s.device.type == "cuda":
-            rng["cuda"] = [s.noise[r].get_state()]
-        return {"model": s.model.replica_state(r), "optimizer": optimizer, "step": s.step_count, "rng": rng,
-                "config": self.config}
+        return {"model": s.model.replica_state(r), "optimizer": optimizer, "step": s.step_count,
+                "rng": rng_state(s.noise[r], s.data[r], s.cpu_state[r]), "config": self.config}
 
     def load_state(self, ckpt: dict) -> None:
         s, r = self.stacked, self.r
@@ -713,8 +713,7 @@ class Replica:
                     into[k] = v
         s.optimizer.load_state_dict(stacked)
         s.step_count = ckpt["step"]
-        s.data[r].set_state(ckpt["rng"]["data"])
-        s.noise[r].set_state(ckpt["rng"]["torch"] if s.device.type == "cpu" else ckpt["rng"]["cuda"][0])
+        set_rng_state(ckpt["rng"], s.noise[r], s.data[r])
 
 
 def train_stacked(configs: list[dict], outs: list[str], device: torch.device, resume: bool,
@@ -761,12 +760,7 @@ def protocol_line(runs: list[Run], interval: tuple[float, int]) -> tuple[float, 
 
 def disentanglement(model: torch.nn.Module, device: torch.device) -> float:
     """The Sec. 3 score at metric.py's defaults, for --eval-every; the model in eval mode meanwhile,
-    and the random state of training as it was.
-
-    Imported here, not at the top, so that train.py needs metric.py only when scoring.
-    """
-    import metric
-
+    and the random state of training as it was."""
     model.eval()
     # Scoring draws random numbers (the classifier's init): without the fork, a run with
     # --eval-every would train on other noise than the same run without it.
@@ -785,9 +779,8 @@ def format_seconds(s: float) -> str:
 
 
 def benchmark(config: dict, device: torch.device, seconds: float = 4.0) -> None:
-    """Training samples/s with data, vs the machine's matmul rate and a plain DataLoader loop."""
-    from torch.utils.data import DataLoader, TensorDataset
-    from torch.utils.flop_counter import FlopCounterMode
+    """Training samples/s, data included, beside the machine's matmul rate: one model at batch 64 and
+    256, the protocol's stacked replicas, and the renderer."""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -810,40 +803,15 @@ def benchmark(config: dict, device: torch.device, seconds: float = 4.0) -> None:
     print(f"device {device} ({device_name(device)}), {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
           f"{config['arch']} model, {'bf16 autocast' if config['bf16'] else 'fp32'}; "
           f"2048² matmul: {matmul:,.0f} GFLOP/s", flush=True)
-    # The plain loop's data: images rendered once into memory, as peers load dSprites.
-    pool = shapes.render(shapes.sample_factors(20000, torch.Generator().manual_seed(0)), dtype=torch.uint8)
     rates = {}
     for batch_size in (64, 256):
         trainer = Trainer({**config, "batch_size": batch_size}, device)
         with FlopCounterMode(display=False) as counter:
             trainer.step()
-        flops = counter.get_total_flops() / batch_size
-        ours = rate(trainer.step, batch_size)
-
-        plain = Trainer({**config, "batch_size": batch_size}, device)
-        batches = iter(())
-        loader = DataLoader(TensorDataset(pool), batch_size=batch_size, shuffle=True, drop_last=True)
-
-        def plain_step() -> None:
-            nonlocal batches
-            try:
-                (x,) = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                (x,) = next(batches)
-            x = x.to(device).float()
-            output, mu, logvar = plain.model(x)
-            parts = objective.beta_vae_loss(output, x, mu, logvar, config["beta"], config["likelihood"])
-            plain.optimizer.zero_grad()
-            parts["loss"].backward()
-            plain.optimizer.step()
-
-        baseline = rate(plain_step, batch_size)
-        achieved = ours * flops / 1e9
-        print(f"batch {batch_size}: {ours:,.0f} samples/s with rendering | {achieved:,.0f} GFLOP/s = "
-              f"{achieved / matmul:.0%} of matmul | plain DataLoader loop {baseline:,.0f} samples/s, "
-              f"ours {ours / baseline:.2f}x", flush=True)
-        rates[batch_size] = ours
+        rates[batch_size] = rate(trainer.step, batch_size)
+        achieved = rates[batch_size] * counter.get_total_flops() / batch_size / 1e9
+        print(f"batch {batch_size}: {rates[batch_size]:,.0f} samples/s with rendering | {achieved:,.0f} GFLOP/s = "
+              f"{achieved / matmul:.0%} of matmul", flush=True)
     if config["arch"] == "fc":  # the protocol's stacked replicas, at the paper's batch
         stacked = StackedTrainer([{**config, "batch_size": 64, "seed": r} for r in range(BENCH_REPLICAS)], device)
         together = rate(stacked.step, 64 * BENCH_REPLICAS)
@@ -875,18 +843,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta", type=float, nargs="+", help="β of Eq. 4 (default 4); several: the protocol, below")
     p.add_argument("--beta-norm", type=float, help="normalised β of A.6, β·M/N; instead of --beta")
     p.add_argument("--arch", choices=("fc", "conv"), help="Table 1 network (default: fc on shapes, conv on folders)")
-    p.add_argument("--latents", type=int, help="number of latents M (default: 10 on shapes, 32 on folders)")
+    p.add_argument("--latents", type=positive_int, help="number of latents M (default: 10 on shapes, 32 on folders)")
     p.add_argument("--likelihood", choices=("bernoulli", "gaussian"),
                    help="p(x|z) (default bernoulli; the paper uses gaussian for CelebA)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="folder images: 1 grey or 3 RGB (default: as the first image)")
     p.add_argument("--optimizer", choices=("adagrad", "adam", "rmsprop"),
                    help="default: adagrad on shapes, adam on folders")
-    p.add_argument("--lr", type=float, help="learning rate (default: 1e-2 adagrad on shapes, 1e-4 adam on folders)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
-    p.add_argument("--steps", type=int, help=f"training steps (default {DEFAULT_STEPS:,}; with --resume, the new total)")
+    p.add_argument("--lr", type=positive_float, help="learning rate (default: 1e-2 adagrad on shapes, 1e-4 adam on folders)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per step (default 64)")
+    p.add_argument("--steps", type=positive_int, help=f"training steps (default {DEFAULT_STEPS:,}; with --resume, the new total)")
     p.add_argument("--capacity-max", type=float,
                    help="departure: Burgess et al. 2018 capacity C_max in nats; loss recon + γ|KL − C|")
-    p.add_argument("--capacity-steps", type=int, default=100_000, help="steps over which C rises to C_max")
+    p.add_argument("--capacity-steps", type=positive_int, default=100_000, help="steps over which C rises to C_max")
     p.add_argument("--gamma", type=float, default=1000.0, help="γ of the capacity loss (default 1000)")
     p.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed (fp32 by default)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the weights, noise and batches (default 0)")
@@ -896,12 +864,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved at --out, with its settings (only --steps may change)")
     p.add_argument("--overwrite", action="store_true", help="start again at an --out that holds a run")
-    p.add_argument("--log-every", type=int, default=500, help="steps between progress lines and CSV rows")
-    p.add_argument("--save-every", type=int, default=5000, help="steps between checkpoints")
-    p.add_argument("--eval-every", type=int,
+    p.add_argument("--log-every", type=positive_int, default=500, help="steps between progress lines and CSV rows")
+    p.add_argument("--save-every", type=positive_int, default=5000, help="steps between checkpoints")
+    p.add_argument("--eval-every", type=positive_int,
                    help="steps between disentanglement scores (metric.py defaults) in the CSV; ~30 s each on a CPU")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
                    help="stop (and save, as on Ctrl-C) after this long; --resume continues")
     p.add_argument("--benchmark", action="store_true", help="print training samples/s at batch 64 and 256")
     a4 = p.add_argument_group("the protocol (A.4): every --beta × --seeds replica, each an ordinary checkpoint "
@@ -935,11 +903,6 @@ def make_config(args: argparse.Namespace) -> dict:
         beta = 4.0 if args.beta is None else args.beta
     if beta < 0 or not math.isfinite(beta):
         raise UsageError(f"β must be a finite number ≥ 0, got {beta}")
-    for flag in ("latents", "batch_size", "steps", "log_every", "save_every", "eval_every"):
-        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-            raise UsageError(f"--{flag.replace('_', '-')} must be positive")
-    if not config["lr"] > 0:  # also refuses NaN
-        raise UsageError("--lr must be a positive number")
     if args.eval_every and args.dataset == "folder":
         raise UsageError("--eval-every needs the 2D shapes: the metric fixes their factors")
     check_eval_every(args.eval_every, args.log_every)
@@ -1008,40 +971,22 @@ def settle_bf16(config: dict, device: torch.device) -> None:
               f"(no native bfloat16); training in fp32", flush=True)
 
 
-def main() -> None:
-    args = build_parser().parse_args()
-    try:
-        set_threads(args.threads)
-        device = pick_device(args.device)
-        if args.seeds or len(args.beta or []) > 1:
-            train_protocol(args, device)
-            return
-        args.out = args.out if args.out is not None else "ckpt.pt"
-        if args.benchmark:
-            benchmark(make_config(args), device)
-            return
-        check_out(args.out, args.resume, args.overwrite)
-        with out_lock(args.out):
-            check_existing_run(args.out, args.resume, args.overwrite)
-            if args.resume:
-                config = resumed_config(args.out, flags_given())
-            else:
-                config = make_config(args)
-                settle_bf16(config, device)
-                if device.type == "cpu" and config["steps"] == DEFAULT_STEPS and config["dataset"] != "folder":
-                    print(f"the paper's {DEFAULT_STEPS:,} steps take hours on a CPU (about 4.4 h on a quiet 2-core AMD EPYC; "
-                          f"the ETA below is this machine's); a disentangled model in about 10 minutes, the CPU "
-                          f"recipe: {CPU_RECIPE}", flush=True)
-            train(config, args.out, device, resume=args.resume, time_limit=args.time_limit)
-    except UsageError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:  # before training started: nothing to save
-        print("\ntrain.py: interrupted before the first step; nothing saved", file=sys.stderr)
-        sys.exit(130)
-    except (OSError, RuntimeError) as e:
-        print(f"train.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
+def train_one(args: argparse.Namespace, device: torch.device) -> None:
+    """One run into --out (ckpt.pt by default): started, continued (--resume) or started again (--overwrite)."""
+    out = args.out if args.out is not None else "ckpt.pt"
+    check_out(out, args.resume, args.overwrite)
+    with out_lock(out):
+        check_existing_run(out, args.resume, args.overwrite)
+        if args.resume:
+            config = resumed_config(out, flags_given())
+        else:
+            config = make_config(args)
+            settle_bf16(config, device)
+            if device.type == "cpu" and config["steps"] == DEFAULT_STEPS and config["dataset"] != "folder":
+                print(f"the paper's {DEFAULT_STEPS:,} steps take hours on a CPU (about 4.4 h on a quiet 2-core AMD "
+                      f"EPYC; the ETA below is this machine's); a disentangled model in about 10 minutes, the CPU "
+                      f"recipe: {CPU_RECIPE}", flush=True)
+        train(config, out, device, resume=args.resume, time_limit=args.time_limit)
 
 
 def train_protocol(args: argparse.Namespace, device: torch.device) -> None:
@@ -1089,6 +1034,19 @@ def train_protocol(args: argparse.Namespace, device: torch.device) -> None:
                 print("time limit: the replicas not started yet start with --resume")
                 return
             train(config, out, device, resume=resume, time_limit=left)
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    with cli_errors("train.py", interrupted="interrupted before the first step; nothing saved"):
+        set_threads(args.threads)
+        device = pick_device(args.device)
+        if args.benchmark:
+            benchmark(make_config(args), device)
+        elif args.seeds or len(args.beta or []) > 1:
+            train_protocol(args, device)
+        else:
+            train_one(args, device)
 
 
 if __name__ == "__main__":

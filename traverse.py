@@ -21,7 +21,7 @@ and train.py beside it (pillow for the pictures).
 """
 
 import argparse
-import sys
+import csv
 import time
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 import loss as objective
 import metric
 import shapes
-from model import BetaVAE, UsageError, load_checkpoint, pick_device, seed_arg, set_threads
+from model import BetaVAE, UsageError, cli_errors, load_checkpoint, pick_device, positive_int, seed_arg, set_threads
 from train import ImageFolder, make_source
 
 TRAVERSAL_RANGE = 3.0  # Figs. 1–4, 7: each latent swept over [−3, 3], the prior's ±3σ
@@ -49,6 +49,8 @@ HEAT = 96  # side of one 32×32 position map, enlarged
 TICK = 4  # length of a tick mark, pixels
 MAP_ROW = HEAT + LINE + 4 * GAP  # height of one latent's response maps: the maps, then their tick labels
 BAR = (10, 44)  # the colour bar: its width, and the room for its value labels right of it
+CURVE = (480, 280)  # the learning curves' axis box, pixels
+CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0), (90, 90, 90))
 
 
 def font(size: int = 13) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -239,14 +241,8 @@ def response_maps(codes: torch.Tensor, kl: torch.Tensor, path: Path) -> dict[str
     return responses
 
 
-CURVE = (480, 280)  # the learning curves' axis box, pixels
-CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0), (90, 90, 90))
-
-
 def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
     """Training minutes and disentanglement scores (%) of a train.py --eval-every CSV log."""
-    import csv
-
     try:
         with open(csv_path, newline="") as f:
             log = csv.DictReader(f)
@@ -321,8 +317,8 @@ def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | Image
 
 def figures(args: argparse.Namespace) -> None:
     """Everything the CLI does: load the checkpoint, draw the figures asked for into the folder."""
-    if args.steps < 2 or args.seeds < 1:
-        raise UsageError("--steps must be at least 2 and --seeds at least 1")
+    if args.steps < 2:
+        raise UsageError("--steps must be at least 2: the ends of the sweep")
     device = pick_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures")
@@ -387,11 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it); with --curves, the PNG")
     p.add_argument("--only", choices=("traversal", "maps", "samples", "recon"), help="draw this figure alone")
     p.add_argument("--steps", type=int, default=10, help="positions of each traversal over [-3, 3] (default 10)")
-    p.add_argument("--seeds", type=int, default=3, help="image-folder models: images to traverse from (default 3)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="image-folder models: images to traverse from (default 3)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the sampled images and z (default 0)")
     p.add_argument("--no-cache", action="store_true", help="response maps: encode afresh; neither read nor write <stem>.codes.pt")
     p.add_argument("--device", help="cuda, mps or cpu (default: cuda, then mps, then cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     return p
 
 
@@ -400,17 +396,14 @@ def main() -> None:
     args = p.parse_args()
     if (args.checkpoint is None) == (args.curves is None):
         p.error("give a checkpoint, or --curves CSV ...")
-    try:
+    with cli_errors("traverse.py"):
         set_threads(args.threads)
         if args.curves:
             out = Path(args.out or "curves.png")
             learning_curves(args.curves, out)
             print(f"wrote {out}")
-            return
-        figures(args)
-    except (ValueError, OSError, RuntimeError) as e:  # ValueError includes UsageError
-        print(f"traverse.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
+        else:
+            figures(args)
 
 
 if __name__ == "__main__":
