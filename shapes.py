@@ -24,6 +24,7 @@ import zipfile
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -328,8 +329,6 @@ def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str,
     present, (mean IoU, min IoU, images); writes `png`, the `worst` images of lowest IoU
     overlaid, enlarged 3x: on in both white, in the file only red, in ours only cyan.
     """
-    from PIL import Image, ImageDraw
-
     imgs, classes = load_npz(path)
     iou = torch.empty(len(imgs))  # (N,)
     t = last = time.perf_counter()
@@ -370,8 +369,6 @@ def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str,
 
 def draw_grid(path: str, orientations: int = 10) -> None:
     """Preview: one block per shape, scales down the rows, orientations across."""
-    from PIL import Image
-
     o = torch.linspace(0, 39, orientations).round().long()  # (O,)
     rows = []
     for shape in range(3):
@@ -442,7 +439,7 @@ def main() -> None:
             print(f"wrote {args.out}: {N_IMAGES:,} images in {time.perf_counter() - t:.1f} s")
         if args.benchmark:
             benchmark(device)
-    except (OSError, RuntimeError, ValueError) as e:
+    except (OSError, RuntimeError, ValueError) as e:  # as model.cli_errors: this file imports nothing of ours
         print(f"shapes.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
