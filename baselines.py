@@ -11,13 +11,22 @@ the codes of one or more replicas (metric.Codes: a table with a row per image in
 order, or a function of the image index); every row is scored the same way, and the table puts
 our mean ± std beside the paper's figure. A checkpoint's codes are cached beside it as
 <stem>.codes.pt by metric.checkpoint_codes (--no-cache: encode afresh). Needs shapes.py,
-model.py, loss.py, metric.py and train.py beside it (traverse.py for InfoGAN's samples).
+model.py, loss.py, metric.py, train.py and traverse.py beside it.
 
     python baselines.py --table                             # every row (a quarter of an hour on 2 cores)
     python baselines.py --table --rows pca,ica --markdown   # some rows, as markdown for the README
     python baselines.py --train dcign --steps 2000 --out dcign.pt      # train DC-IGN (train.py's loop)
     python baselines.py --train infogan --steps 2000 --out infogan.pt  # and InfoGAN, + infogan_samples.png
     python baselines.py --table b4.pt b1.pt dcign.pt infogan.pt "β-VAE (β = 4)=b4_seed2.pt"
+
+The file, top to bottom:
+  the training-free rows   ground truth, raw pixels, the untrained VAE (Sec. 4.2)
+  PCA and ICA (A.3)        the whitened top 10 components; FastICA on them, one model per pair of shapes
+  DC-IGN (Table 1)         the network, its clamp, its batches and its trainer
+  InfoGAN (A.2)            the networks, the mutual-information term, the trainer, its sample figure
+  the Fig. 6 table         the row names, the registry TRAINED of DC-IGN and InfoGAN, scoring, the table
+  Table 2 (A.5)            each factor's linear-classifier accuracy beside the paper's
+  the CLI                  --train (DC-IGN, InfoGAN) and --table
 """
 
 import argparse
@@ -31,25 +40,39 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import shapes
+from model import (BetaVAE, UsageError, cli_errors, pick_device, positive_float, positive_int, read_checkpoint,
+                   seed_arg, set_threads)
 import loss as objective
 import metric
-import shapes
+from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
 import train
 import traverse
-from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
-from model import BetaVAE, UsageError, pick_device, read_checkpoint, seed_arg, set_threads
 
-# Table 2 (A.5): a linear classifier's accuracy (%) at each factor's value from the codes:
-# shape ("id" in the paper), scale, rotation, posX, posY.
-PAPER_TABLE2 = {
-    "β-VAE (β = 4)": (50.08, 43.03, 20.36, 52.25, 49.5),
-    "VAE (β = 1)": (41.55, 24.07, 8.0, 16.5, 18.72),
-    "PCA": (43.38, 36.08, 5.96, 60.66, 60.15),
-}
-PAPER_PCA_EXPLAINED = 0.608  # variance explained by the top 10 components (A.3)
-ROWS = {"gt": "ground truth", "pixels": "raw pixels", "pca": "PCA", "ica": "ICA", "untrained": "VAE untrained"}
+
+# ---------------------------------------------------------------- the training-free rows (Sec. 4.2, Fig. 6 left)
+
+def ground_truth_codes() -> torch.Tensor:
+    """The factor classes themselves (737280, 5): the ideal representation."""
+    return shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()
+
+
+def pixel_codes(index: torch.Tensor) -> torch.Tensor:
+    """Raw pixels (B, 4096), rendered when asked: the whole table would be 12 GB of floats."""
+    return shapes.render(shapes.index_to_classes(index)).flatten(1)
+
+
+def untrained_vae(seed: int) -> BetaVAE:
+    """The Table 1 fc model as train.py initialises it with --seed `seed`, before any step."""
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        return BetaVAE("fc").eval()
+
+
+# ---------------------------------------------------------------- PCA and ICA (A.3)
 
 PCA_COMPONENTS = 10  # A.3
+PAPER_PCA_EXPLAINED = 0.608  # variance explained by the top 10 components (A.3)
 # The covariance of every image, though that is minutes of 4096² matmuls on a CPU: the components come
 # in pairs of near-equal variance, each pair's rotation follows the sample, and the metric reads single
 # components: the PCA of a random 100,000 images scored from 81 to 88 % by the sample, all images 88 %.
@@ -59,8 +82,6 @@ ICA_POINTS = 100_000  # whitened points FastICA is fitted on
 ICA_MAX_ITER = 200  # and the tolerance: scikit-learn's defaults
 ICA_TOL = 1e-4
 
-
-# ---------------------------------------------------------------- PCA (A.3)
 
 def covariance(chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (D,) and covariance (D, D), float64 on the CPU, of rows streamed in chunks (B, D).
@@ -119,7 +140,31 @@ def fit_pca(mean: torch.Tensor, cov: torch.Tensor, k: int = PCA_COMPONENTS) -> P
     return PCA(mean, vectors[:, order].T.contiguous(), variances[order], (variances.sum() / cov.trace()).item())
 
 
-# ---------------------------------------------------------------- ICA (A.3)
+def counted(chunks: Iterable[torch.Tensor], n: int, what: str, log: metric.Progress) -> Iterator[torch.Tensor]:
+    """The chunks as they come, with a line to `log` every metric.PROGRESS_SECONDS: images done of n."""
+    start = last = time.perf_counter()
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)
+        now = time.perf_counter()
+        if log is not None and now - last >= metric.PROGRESS_SECONDS:
+            log(f"{what}: {done:,} of {n:,} images ({now - start:.0f} s)")
+            last = now
+
+
+def image_pca_codes(n_images: int, device: torch.device, batch_size: int,
+                    log: Callable[[str], None]) -> tuple[torch.Tensor, str]:
+    """The PCA of n_images random images, and the whitened codes (737280, 10) of all; and the table's note."""
+    t = time.perf_counter()
+    log(f"PCA: covariance of {n_images:,} images, then the codes of all {shapes.N_IMAGES:,}")
+    pca = fit_pca(*covariance(counted(pixel_chunks(n_images, device, batch_size), n_images, "PCA covariance", log)))
+    codes = metric.encode_all(pca, device, batch_size, log)  # (737280, 10)
+    note = (f"PCA: covariance of {n_images:,} images; the top {PCA_COMPONENTS} components explain "
+            f"{pca.explained:.1%} of the pixel variance (paper {PAPER_PCA_EXPLAINED:.1%})")
+    log(f"{note} ({time.perf_counter() - t:.0f} s)")
+    return codes, note
+
 
 @dataclass
 class ICA:
@@ -195,37 +240,31 @@ def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None, seed: int =
     return (lambda index: sources[in_pair(index, pair, g)]), ica
 
 
-# ---------------------------------------------------------------- the other representations
-
-def ground_truth_codes() -> torch.Tensor:
-    """The factor classes themselves (737280, 5): the ideal representation."""
-    return shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()
-
-
-def pixel_codes(index: torch.Tensor) -> torch.Tensor:
-    """Raw pixels (B, 4096), rendered when asked: the whole table would be 12 GB of floats."""
-    return shapes.render(shapes.index_to_classes(index)).flatten(1)
-
-
-def untrained_vae(seed: int) -> BetaVAE:
-    """The Table 1 fc model as train.py initialises it with --seed `seed`, before any step."""
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-        torch.manual_seed(seed)
-        return BetaVAE("fc").eval()
-
-
-def checkpoint_label(config: dict) -> str:
-    beta = config.get("beta", 1.0)
-    return "VAE (β = 1)" if beta == 1 else f"β-VAE (β = {beta:g})"
+def ica_replicas(pca_codes: torch.Tensor, how: str, log: Callable[[str], None]) -> tuple[list[metric.Codes], str]:
+    """The ICA row's replicas, fitted now: one per pair of shapes (how = "pairs", A.3) or one on all
+    shapes ("all"); and the table's note, which counts the models that converged."""
+    pairs = SHAPE_PAIRS if how == "pairs" else (None,)
+    replicas, converged = [], 0
+    for pair in pairs:
+        codes, ica = ica_codes(pca_codes, pair)
+        replicas.append(codes)
+        converged += ica.converged
+        which = "all shapes" if pair is None else "{" + ", ".join(shapes.SHAPE_NAMES[s] for s in pair) + "}"
+        log(f"  ICA on {which}: {'converged' if ica.converged else 'NOT converged'} after {ica.iterations} iterations")
+    models = ("one model per pair of shapes, each scored on its pair's images (as A.3)" if how == "pairs"
+              else "one model on all shapes (the paper fits one per pair)")
+    note = (f"ICA: FastICA (logcosh, symmetric) on {ICA_POINTS:,} whitened PCA codes, {models}; "
+            f"{converged} of {len(pairs)} met the tolerance {ICA_TOL:g} in {ICA_MAX_ITER} iterations")
+    return replicas, note
 
 
-# ---------------------------------------------------------------- DC-IGN (Kulkarni et al. 2015)
+# ---------------------------------------------------------------- DC-IGN (Kulkarni et al. 2015; Table 1)
 
 # The latents each factor's batches train: z1–z4 for posX, posY, scale and rotation, the other six
 # together for shape, which no single number describes. Keys are indices of shapes.FACTOR_NAMES.
 DCIGN_LATENTS = {3: (0,), 4: (1,), 1: (2,), 2: (3,), 0: (4, 5, 6, 7, 8, 9)}
 DCIGN_LR = 5e-4  # RMSprop (Table 1); the rate is Kulkarni et al.'s
-ENCODE_SLICE = 256  # images per forward pass when encoding for the metric: fast, and bounded memory
+ENCODE_SLICE = 256  # images per forward pass when encoding for the metric (InfoGAN's too): fast, and bounded memory
 
 
 class DCIGN(nn.Module):
@@ -248,7 +287,6 @@ class DCIGN(nn.Module):
             nn.Upsample(scale_factor=2), nn.Conv2d(96, 1, 3, padding=1),  # (B, 1, 64, 64) logits: the sigmoid is in the loss
         )
         self.to(memory_format=torch.channels_last)  # the CPU's convolutions run 1.9x faster in this layout
-
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 1, 64, 64) -> mu, logvar (B, M)."""
@@ -311,7 +349,8 @@ class DCIGNTrainer(train.Trainer):
         with self.autocast:
             mu, logvar = self.model.encode(x)
             mu, logvar = Clamp.apply(mu.float(), active), Clamp.apply(logvar.float(), active)
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # z = mu + sigma * eps
+            eps = torch.randn(mu.shape, generator=self.noise, dtype=mu.dtype, device=mu.device)  # (B, M) ~ N(0, I)
+            z = mu + eps * (0.5 * logvar).exp()  # z = mu + sigma * eps
             output = self.model.decode(z)
         # The VAE's terms at β = 1 on the clamped codes: the clamped latents' KL gradient is replaced too.
         parts = objective.beta_vae_loss(output.float(), x, mu, logvar, beta=1.0)
@@ -406,12 +445,13 @@ class InfoGANTrainer(train.Trainer):
         m, n = self.model, self.config["batch_size"]
         x, _ = self.source.sample(n, self.data_generator)  # (B, 1, 64, 64) in {0, 1}
         real = 2 * x - 1
-        c = torch.rand(n, m.codes, device=self.device) * 2 - 1  # (B, 5) ~ U(−1, 1)
-        noise = torch.randn(n, m.noise, device=self.device)
+        c = torch.rand(n, m.codes, generator=self.noise, device=self.device) * 2 - 1  # (B, 5) ~ U(−1, 1)
+        noise = torch.randn(n, m.noise, generator=self.noise, device=self.device)
         bce = nn.functional.binary_cross_entropy_with_logits
 
         def noisy(images: torch.Tensor) -> torch.Tensor:
-            return images + INSTANCE_NOISE * torch.randn_like(images)
+            return images + INSTANCE_NOISE * torch.randn(images.shape, generator=self.noise, dtype=images.dtype,
+                                                         device=images.device)
 
         with self.autocast:
             fake = m.generator(torch.cat([c, noise], 1))  # (B, 1, 64, 64)
@@ -464,38 +504,31 @@ def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> 
     traverse.side_by_side(grids).save(path)
 
 
-BASELINE_TRAINERS = {"dcign": DCIGNTrainer, "infogan": InfoGANTrainer}
-BASELINE_MODELS = {"dcign": DCIGN, "infogan": InfoGAN}
-BASELINE_LABELS = {"dcign": "DC-IGN", "infogan": "InfoGAN"}
+# ---------------------------------------------------------------- the Fig. 6 table (Sec. 4.2, Fig. 6 left)
+
+ROWS = {"gt": "ground truth", "pixels": "raw pixels", "pca": "PCA", "ica": "ICA", "untrained": "VAE untrained"}
 
 
-def baseline_config(args: argparse.Namespace) -> dict:
-    """A train.py-style config for --train dcign|infogan: the paper's networks and optimisers."""
-    lr = DCIGN_LR if args.train == "dcign" else INFOGAN_LR_D
-    return {"baseline": args.train, "dataset": "shapes", "channels": 1, "latents": 10,
-            "optimizer": "rmsprop" if args.train == "dcign" else "adam", "lr": lr, "batch_size": args.train_batch_size, "steps": args.steps, "seed": args.train_seed,
-            "bf16": args.bf16, "log_every": args.log_every, "save_every": args.save_every,
-            "eval_every": args.eval_every}
+@dataclass(frozen=True)
+class Baseline:
+    """A trained competitor of Fig. 6: its row label, network and trainer, and the optimiser its config names."""
+
+    label: str
+    model: Callable[[], nn.Module]
+    trainer: type[train.Trainer]
+    optimizer: str
+    lr: float
+    samples: Callable[[nn.Module, str], None] | None = None  # a figure of what it learned, drawn after training
 
 
-def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str]:
-    """A trained model of 2D shapes (β-VAE, DC-IGN or InfoGAN) and its row label."""
-    ckpt = read_checkpoint(path)
-    config = ckpt["config"]
-    name = config.get("baseline")
-    if name is None:
-        return metric.load_shapes_model(path, device), checkpoint_label(config)
-    if name not in BASELINE_MODELS:
-        raise UsageError(f"{path}: unknown baseline {name!r}")
-    model = BASELINE_MODELS[name]()
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise UsageError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
-    return model.to(device).eval(), BASELINE_LABELS[name]
+TRAINED = {
+    "dcign": Baseline("DC-IGN", DCIGN, DCIGNTrainer, "rmsprop", DCIGN_LR),
+    "infogan": Baseline("InfoGAN", InfoGAN, InfoGANTrainer, "adam", INFOGAN_LR_D, draw_infogan),
+}
+# One field of TRAINED by name, for callers that want only that field.
+BASELINE_MODELS = {name: baseline.model for name, baseline in TRAINED.items()}
+BASELINE_LABELS = {name: baseline.label for name, baseline in TRAINED.items()}
 
-
-# ---------------------------------------------------------------- the table
 
 @dataclass
 class Row:
@@ -519,46 +552,50 @@ def score_row(row: Row, seeds: int = 3, first_seed: int = 0, table2: bool = Fals
     return scores, accuracies
 
 
-def format_table2(results: list[tuple[str, list[dict[str, float]]]], markdown: bool = False) -> str:
-    """A.5 / Table 2: mean accuracy over replicas per factor, the paper's figure in brackets."""
-    names = ("shape", "scale", "orientation", "posX", "posY")
-    lines = [("representation", *(f"{n} (%)" for n in names))]
-    for label, accuracies in results:
-        paper = PAPER_TABLE2.get(label)
-        cells = []
-        for k, name in enumerate(names):
-            ours = 100 * sum(a[name] for a in accuracies) / len(accuracies)
-            cells.append(f"{ours:.2f}" + ("" if paper is None else f" ({paper[k]:g})"))
-        lines.append((label, *cells))
+def table_text(lines: list[tuple[str, ...]], markdown: bool) -> str:
+    """Rows of cells, the header first, as markdown or as columns aligned with spaces."""
     if markdown:
-        lines.insert(1, ("---",) * 6)
+        lines = [lines[0], ("---",) * len(lines[0]), *lines[1:]]
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-    widths = [max(len(line[c]) for line in lines) for c in range(6)]
+    widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
-
-
-def mean_std(scores: list[float]) -> tuple[float, float]:
-    """Mean and (population) std of scores, in %."""
-    mean = sum(scores) / len(scores)
-    return 100 * mean, 100 * math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
 
 
 def format_table(results: list[tuple[str, list[float]]], markdown: bool = False) -> str:
     """Our mean ± std beside the paper's figure and the difference, in percentage points."""
     lines = [("representation", "ours (%)", "paper (%)", "ours − paper")]
     for label, scores in results:
-        mean, std = mean_std(scores)
-        paper = PAPER.get(label)
+        mean, std = metric.mean_std(scores)
+        ours, paper = f"{100 * mean:.2f} ± {100 * std:.2f}", PAPER.get(label)
         if paper is None:
-            lines.append((label, f"{mean:.2f} ± {std:.2f}", "—", "—"))
+            lines.append((label, ours, "—", "—"))
         else:
             paper_text = f"{paper[0]:g}" + ("" if paper[1] is None else f" ± {paper[1]:g}")
-            lines.append((label, f"{mean:.2f} ± {std:.2f}", paper_text, f"{mean - paper[0]:+.2f}"))
-    if markdown:
-        lines.insert(1, ("---",) * 4)
-        return "\n".join("| " + " | ".join(line) + " |" for line in lines)
-    widths = [max(len(line[c]) for line in lines) for c in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+            lines.append((label, ours, paper_text, f"{100 * mean - paper[0]:+.2f}"))
+    return table_text(lines, markdown)
+
+
+def checkpoint_label(config: dict) -> str:
+    """The row of a β-VAE checkpoint: Fig. 6's label for its β."""
+    beta = config.get("beta", 1.0)
+    return "VAE (β = 1)" if beta == 1 else f"β-VAE (β = {beta:g})"
+
+
+def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str]:
+    """A trained model of 2D shapes (β-VAE, DC-IGN or InfoGAN) and its row label."""
+    ckpt = read_checkpoint(path)
+    config = ckpt["config"]
+    name = config.get("baseline")
+    if name is None:
+        return metric.load_shapes_model(path, device), checkpoint_label(config)
+    if name not in TRAINED:
+        raise UsageError(f"{path}: unknown baseline {name!r}")
+    model = TRAINED[name].model()
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UsageError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+    return model.to(device).eval(), TRAINED[name].label
 
 
 def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int, cache: bool = True,
@@ -567,7 +604,7 @@ def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int, cac
 
     The codes come from metric.checkpoint_codes: cached beside each checkpoint unless `cache` is False.
     """
-    groups: dict[str, list[tuple[str, torch.nn.Module]]] = {}
+    groups: dict[str, list[tuple[str, nn.Module]]] = {}
     for spec in specs:
         label, path = traverse.split_checkpoint(spec)
         net, own_label = load_representation(path, device)
@@ -577,68 +614,60 @@ def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int, cac
             for label, nets in groups.items()]
 
 
-def counted(chunks: Iterable[torch.Tensor], n: int, what: str, log: metric.Progress) -> Iterator[torch.Tensor]:
-    """The chunks as they come, with a line to `log` every metric.PROGRESS_SECONDS: images done of n."""
-    start = last = time.perf_counter()
-    done = 0
-    for chunk in chunks:
-        yield chunk
-        done += len(chunk)
-        now = time.perf_counter()
-        if log is not None and now - last >= metric.PROGRESS_SECONDS:
-            log(f"{what}: {done:,} of {n:,} images ({now - start:.0f} s)")
-            last = now
-
-
 def baseline_rows(names: list[str], args: argparse.Namespace, device: torch.device,
-                  log: Callable[[str], None]) -> tuple[list[Row], dict[str, str]]:
-    """The rows named (keys of ROWS, in the paper's order) and notes for under the table, by label.
+                  log: Callable[[str], None]) -> tuple[list[Row], list[str]]:
+    """The rows named (keys of ROWS), in the paper's order, and the notes for under the table.
 
-    Fits the PCA now when PCA or ICA is asked for: both read its codes.
+    Fits the PCA now when PCA or ICA is asked for (both read its codes), and the ICA models.
     """
-    rows, notes = [], {}
+    rows, notes = [], []
     if "gt" in names:
         rows.append(Row(ROWS["gt"], lambda: [ground_truth_codes()]))
     if "pixels" in names:
         rows.append(Row(ROWS["pixels"], lambda: [pixel_codes]))
     if "pca" in names or "ica" in names:
-        t = time.perf_counter()
-        n = min(args.pca_images, shapes.N_IMAGES)
-        log(f"PCA: covariance of {n:,} images, then the codes of all {shapes.N_IMAGES:,}")
-        pca = fit_pca(*covariance(counted(pixel_chunks(n, device, args.batch_size), n, "PCA covariance", log)))
-        pca_codes = metric.encode_all(pca, device, args.batch_size, log)  # (737280, 10)
-        notes["PCA"] = (f"PCA: covariance of {n:,} images; the top {PCA_COMPONENTS} components explain "
-                        f"{pca.explained:.1%} of the pixel variance (paper {PAPER_PCA_EXPLAINED:.1%})")
-        log(f"{notes['PCA']} ({time.perf_counter() - t:.0f} s)")
+        pca_codes, note = image_pca_codes(min(args.pca_images, shapes.N_IMAGES), device, args.batch_size, log)
+        notes.append(note)
         if "pca" in names:
             rows.append(Row(ROWS["pca"], lambda: [pca_codes]))
         if "ica" in names:
-            pairs = SHAPE_PAIRS if args.ica == "pairs" else (None,)
-            notes["ICA"] = (f"ICA: FastICA (logcosh, symmetric) on {ICA_POINTS:,} whitened PCA codes, "
-                            + ("one model per pair of shapes, each scored on its pair's images (as A.3)"
-                               if args.ica == "pairs" else "one model on all shapes (the paper fits one per pair)"))
-
-            def ica_replicas() -> Iterator[metric.Codes]:
-                converged = 0
-                for pair in pairs:
-                    codes, ica = ica_codes(pca_codes, pair)
-                    converged += ica.converged
-                    which = "all shapes" if pair is None else "{" + ", ".join(shapes.SHAPE_NAMES[s] for s in pair) + "}"
-                    state = "converged" if ica.converged else "NOT converged"
-                    log(f"  ICA on {which}: {state} after {ica.iterations} iterations")
-                    yield codes
-                notes["ICA"] += (f"; {converged} of {len(pairs)} met the tolerance {ICA_TOL:g} "
-                                 f"in {ICA_MAX_ITER} iterations")
-
-            rows.append(Row(ROWS["ica"], ica_replicas))
+            replicas, note = ica_replicas(pca_codes, args.ica, log)
+            rows.append(Row(ROWS["ica"], lambda: replicas))
+            notes.append(note)
     if "untrained" in names:
         rows.append(Row(ROWS["untrained"], lambda: (
             metric.encode_all(metric.model_encoder(untrained_vae(seed).to(device)), device, args.batch_size, log)
             for seed in range(args.untrained_inits))))
         inits = "seed 0" if args.untrained_inits == 1 else f"seeds 0–{args.untrained_inits - 1}, one replica each"
-        notes["VAE untrained"] = f"VAE untrained: the Table 1 fc model as initialised with torch {inits}"
+        notes.append(f"VAE untrained: the Table 1 fc model as initialised with torch {inits}")
     return rows, notes
 
+
+# ---------------------------------------------------------------- Table 2 (A.5)
+
+# A linear classifier's accuracy (%) at each factor's value from the codes, in the order of
+# shapes.FACTOR_NAMES: shape ("id" in the paper), scale, rotation, posX, posY.
+PAPER_TABLE2 = {
+    "β-VAE (β = 4)": (50.08, 43.03, 20.36, 52.25, 49.5),
+    "VAE (β = 1)": (41.55, 24.07, 8.0, 16.5, 18.72),
+    "PCA": (43.38, 36.08, 5.96, 60.66, 60.15),
+}
+
+
+def format_table2(results: list[tuple[str, list[dict[str, float]]]], markdown: bool = False) -> str:
+    """A.5 / Table 2: mean accuracy over replicas per factor, the paper's figure in brackets."""
+    lines = [("representation", *(f"{name} (%)" for name in shapes.FACTOR_NAMES))]
+    for label, accuracies in results:
+        paper = PAPER_TABLE2.get(label)
+        cells = []
+        for k, name in enumerate(shapes.FACTOR_NAMES):
+            ours = 100 * sum(a[name] for a in accuracies) / len(accuracies)
+            cells.append(f"{ours:.2f}" + ("" if paper is None else f" ({paper[k]:g})"))
+        lines.append((label, *cells))
+    return table_text(lines, markdown)
+
+
+# ---------------------------------------------------------------- the CLI: --train and --table
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -653,149 +682,175 @@ def build_parser() -> argparse.ArgumentParser:
                    help="A.4: drop the bottom half of each row's scores (replicas × seeds) before mean ± std")
     p.add_argument("--table2", action="store_true",
                    help="also Table 2 (A.5): each factor's linear-classifier accuracy, mean over replicas")
-    p.add_argument("--L", type=int, nargs="+", default=[metric.DEFAULT_L],
+    p.add_argument("--L", type=positive_int, nargs="+", default=[metric.DEFAULT_L],
                    help=f"pairs averaged per point (default {metric.DEFAULT_L}); several: one table each")
-    p.add_argument("--n-train", type=int, default=metric.DEFAULT_N_TRAIN,
+    p.add_argument("--n-train", type=positive_int, default=metric.DEFAULT_N_TRAIN,
                    help=f"classifier training points (default {metric.DEFAULT_N_TRAIN})")
-    p.add_argument("--n-test", type=int, default=metric.DEFAULT_N_TEST,
+    p.add_argument("--n-test", type=positive_int, default=metric.DEFAULT_N_TEST,
                    help=f"held-out points (default {metric.DEFAULT_N_TEST})")
     p.add_argument("--classifier", choices=("lbfgs", "adagrad"), default=metric.CLASSIFIER,
                    help=f"optimizer of the linear classifier (default {metric.CLASSIFIER}; adagrad is the paper's)")
-    p.add_argument("--classifier-steps", type=int, default=metric.CLASSIFIER_STEPS,
+    p.add_argument("--classifier-steps", type=positive_int, default=metric.CLASSIFIER_STEPS,
                    help=f"L-BFGS iterations at most, or Adagrad steps (default {metric.CLASSIFIER_STEPS})")
-    p.add_argument("--classifier-lr", type=float, default=metric.CLASSIFIER_LR,
+    p.add_argument("--classifier-lr", type=positive_float, default=metric.CLASSIFIER_LR,
                    help=f"Adagrad learning rate (default {metric.CLASSIFIER_LR}, as the paper)")
-    p.add_argument("--seeds", type=int, default=3, help="classifier seeds per replica (default 3, as A.4)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="classifier seeds per replica (default 3, as A.4)")
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
-    p.add_argument("--pca-images", type=int, default=DEFAULT_PCA_IMAGES,
+    p.add_argument("--pca-images", type=positive_int, default=DEFAULT_PCA_IMAGES,
                    help=f"images the PCA covariance is computed on, drawn at random (default all "
                         f"{shapes.N_IMAGES:,}; fewer is faster but moves the PCA and ICA scores)")
     p.add_argument("--ica", choices=("pairs", "all"), default="pairs",
                    help="one FastICA model per pair of shapes, averaged (default, as A.3), or one on all")
-    p.add_argument("--untrained-inits", type=int, default=1,
+    p.add_argument("--untrained-inits", type=positive_int, default=1,
                    help="random initialisations of the untrained VAE, one replica each (default 1)")
     t = p.add_argument_group("training DC-IGN and InfoGAN (checkpoints, logs and --resume as train.py)")
-    t.add_argument("--train", choices=sorted(BASELINE_TRAINERS), help="train this baseline instead of a table")
+    t.add_argument("--train", choices=sorted(TRAINED), help="train this baseline instead of a table")
     t.add_argument("--steps", type=int, default=20_000, help="training steps (default 20,000; with --resume, the new total)")
     t.add_argument("--out", help="checkpoint path; the CSV log goes beside it (default dcign.pt / infogan.pt)")
     t.add_argument("--resume", action="store_true", help="continue the run saved at --out")
     t.add_argument("--overwrite", action="store_true", help="start again at an --out that holds a run")
-    t.add_argument("--train-batch-size", type=int, default=64, help="images per training step (default 64)")
+    t.add_argument("--train-batch-size", type=positive_int, default=64, help="images per training step (default 64)")
     t.add_argument("--train-seed", type=seed_arg, default=0, help="seed of the weights, noise and batches (default 0)")
-    t.add_argument("--log-every", type=int, default=100, help="steps between progress lines and CSV rows")
-    t.add_argument("--save-every", type=int, default=1000, help="steps between checkpoints")
-    t.add_argument("--eval-every", type=int, help="steps between disentanglement scores in the CSV")
+    t.add_argument("--log-every", type=positive_int, default=100, help="steps between progress lines and CSV rows")
+    t.add_argument("--save-every", type=positive_int, default=1000, help="steps between checkpoints")
+    t.add_argument("--eval-every", type=positive_int, help="steps between disentanglement scores in the CSV")
     t.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed")
     p.add_argument("--no-cache", action="store_true",
                    help="encode the checkpoints afresh; neither read nor write their <stem>.codes.pt")
     p.add_argument("--device", help="device for rendering and encoding (default: cuda, then mps, then cpu)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--batch-size", type=int, default=8192, help="images per rendering batch (default 8192)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--batch-size", type=positive_int, default=8192, help="images per rendering batch (default 8192)")
     return p
+
+
+def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
+    """The run's train.py-style config: with --resume the checkpoint's own, given the new --steps;
+    else the paper's network and optimiser with the flags' settings."""
+    if args.resume:
+        config = train.read_resume_checkpoint(out)["config"]
+        if config.get("baseline") != args.train:
+            raise UsageError(f"--resume: {out} is not a {args.train} checkpoint")
+        return {**config, "steps": args.steps}
+    baseline = TRAINED[args.train]
+    config = {"baseline": args.train, "dataset": "shapes", "channels": 1, "latents": 10,
+              "optimizer": baseline.optimizer, "lr": baseline.lr, "batch_size": args.train_batch_size,
+              "steps": args.steps, "seed": args.train_seed, "bf16": args.bf16, "log_every": args.log_every,
+              "save_every": args.save_every, "eval_every": args.eval_every}
+    train.settle_bf16(config, device)
+    return config
 
 
 def train_baseline(args: argparse.Namespace) -> None:
     """--train dcign|infogan: train.py's loop, logs and checkpoints with the baseline's trainer."""
+    baseline = TRAINED[args.train]
     out = args.out if args.out is not None else f"{args.train}.pt"
-    try:
-        for flag in ("steps", "train_batch_size", "log_every", "save_every", "eval_every"):
-            if getattr(args, flag) is not None and getattr(args, flag) <= 0:
-                raise UsageError(f"--{flag.replace('_', '-')} must be positive")
-        train.check_eval_every(args.eval_every, args.log_every)
-        device = pick_device(args.device)
-        train.check_out(out, args.resume, args.overwrite)
-        with train.out_lock(out):
-            train.check_existing_run(out, args.resume, args.overwrite)
-            if args.resume:
-                config = train.read_resume_checkpoint(out)["config"]
-                if config.get("baseline") != args.train:
-                    raise UsageError(f"--resume: {out} is not a {args.train} checkpoint")
-                config["steps"] = args.steps
-            else:
-                config = baseline_config(args)
-                train.settle_bf16(config, device)
-            trainer = BASELINE_TRAINERS[args.train](config, device)
-            train.train(config, out, device, resume=args.resume, trainer=trainer)
-        if args.train == "infogan":
-            samples = str(Path(out).with_suffix("")) + "_samples.png"
-            draw_infogan(trainer.model, samples)
-            print(f"wrote {samples}")
-    except (UsageError, UsageError) as e:
-        print(f"baselines.py: error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except (OSError, RuntimeError) as e:
-        print(f"baselines.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
+    # By hand, not positive_int: test_all.py expects this refusal as the script's own error line, with no usage.
+    if args.steps <= 0:
+        raise UsageError("--steps must be positive")
+    train.check_eval_every(args.eval_every, args.log_every)
+    device = pick_device(args.device)
+    train.check_out(out, args.resume, args.overwrite)
+    with train.out_lock(out):
+        train.check_existing_run(out, args.resume, args.overwrite)
+        config = baseline_config(args, out, device)
+        trainer = baseline.trainer(config, device)
+        train.train(config, out, device, resume=args.resume, trainer=trainer)
+    if baseline.samples is not None:
+        samples = str(Path(out).with_suffix("")) + "_samples.png"
+        baseline.samples(trainer.model, samples)
+        print(f"wrote {samples}")
+
+
+def progress(line: str) -> None:
+    """--table's progress: on stderr, so that stdout holds the tables alone."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def row_names(rows: str) -> list[str]:
+    """The keys of ROWS that --rows names, comma-separated; UsageError for any other."""
+    names = [name.strip() for name in rows.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ROWS]
+    if unknown:
+        raise UsageError(f"unknown row {unknown[0]!r} in --rows (choose from {', '.join(ROWS)})")
+    return names
+
+
+def score_replicas(label: str, replicas: list[metric.Codes], L: int, table2: bool,
+                   args: argparse.Namespace) -> tuple[list[float], list[dict[str, float]]]:
+    """score_row at one L with the flags' classifier, a progress line before and after."""
+    t = time.perf_counter()
+    progress(f"{label}, L = {L}: scoring {len(replicas)} replica(s) × {args.seeds} seed(s)")
+    scores, accuracies = score_row(Row(label, lambda: replicas), args.seeds, args.seed, table2, L=L,
+                                   progress=progress, n_train=args.n_train, n_test=args.n_test,
+                                   steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+    mean, std = metric.mean_std(scores)
+    progress(f"{label}, L = {L}: {100 * mean:.2f} ± {100 * std:.2f} % over {len(scores)} score(s): "
+             f"{', '.join(f'{100 * s:.2f}' for s in scores)} ({time.perf_counter() - t:.0f} s)")
+    return scores, accuracies
+
+
+def score_rows(rows: list[Row], args: argparse.Namespace
+               ) -> tuple[dict[int, list[tuple[str, list[float]]]], list[tuple[str, list[dict[str, float]]]]]:
+    """Each row's scores at every --L (with --a4 the kept half), by L; with --table2 its A.5
+    accuracies, at the first L."""
+    results: dict[int, list[tuple[str, list[float]]]] = {L: [] for L in args.L}
+    table2 = []
+    for row in rows:
+        replicas = list(row.codes())  # encoded once, scored at every L
+        for k, L in enumerate(args.L):
+            scores, accuracies = score_replicas(row.label, replicas, L, args.table2 and k == 0, args)
+            results[L].append((row.label, metric.a4_protocol(scores)[2] if args.a4 else scores))
+            if accuracies:
+                table2.append((row.label, accuracies))
+    return results, table2
+
+
+def print_tables(results: dict[int, list[tuple[str, list[float]]]], table2: list[tuple[str, list[dict[str, float]]]],
+                 notes: list[str], args: argparse.Namespace) -> None:
+    """On stdout: the Fig. 6 table of each L under its settings, Table 2 with --table2, then the rows' notes."""
+    classifier = metric.classifier_description(args.classifier, args.classifier_steps, args.classifier_lr)
+    for L in args.L:
+        print(format_table(results[L], args.markdown))
+        print()
+        print(f"Metric: L = {L}, {args.n_train:,} train / {args.n_test:,} test points, factors "
+              f"{', '.join(shapes.FACTOR_NAMES[f] for f in metric.PAPER_FACTORS)}; linear softmax, {classifier}; "
+              f"{args.seeds} classifier seed(s) per replica, std over seeds and replicas"
+              + (", the bottom half of each row's scores dropped (A.4)." if args.a4 else "."))
+        print()
+    if args.table2:
+        print(format_table2(table2, args.markdown))
+        print()
+        print(f"Table 2 (A.5): {args.n_train:,} train / {args.n_test:,} test codes per factor, classifier seed "
+              f"{args.seed}, mean over replicas; the paper's figure in brackets.")
+    for note in notes:
+        print(f"{note}.")
+
+
+def fig6_table(args: argparse.Namespace) -> None:
+    """--table: the rows of --rows and of the checkpoints, scored at every --L and printed."""
+    names = row_names(args.rows)
+    device = pick_device(args.device)
+    extra = checkpoint_rows(args.checkpoints, device, args.batch_size, not args.no_cache, progress)  # fail before any work
+    progress(f"baselines.py: the Fig. 6 table on {device}, {torch.get_num_threads()} CPU threads: rows "
+             f"{', '.join([ROWS[n] for n in names] + args.checkpoints)} at L = {', '.join(map(str, args.L))}; "
+             f"progress here on stderr, the table on stdout"
+             + ("" if not args.checkpoints or args.no_cache else "; checkpoint codes cached as <stem>.codes.pt"))
+    rows, notes = baseline_rows(names, args, device, progress)
+    results, table2 = score_rows(rows + extra, args)
+    print_tables(results, table2, notes, args)
 
 
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
-    try:
-        set_threads(args.threads)
-    except UsageError as e:
-        p.error(str(e))
-    if args.train:
-        train_baseline(args)
-        return
-    if not args.table:
+    if not (args.train or args.table):
         p.error("nothing to do: give --table or --train")
-    log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 (progress; the table is stdout)
-    try:
-        for flag in ("n_train", "n_test", "classifier_steps", "seeds", "pca_images", "untrained_inits", "batch_size"):
-            if getattr(args, flag) <= 0:
-                raise ValueError(f"--{flag.replace('_', '-')} must be positive")
-        if min(args.L) <= 0:
-            raise ValueError("--L must be positive")
-        names = [name.strip() for name in args.rows.split(",") if name.strip()]
-        unknown = [name for name in names if name not in ROWS]
-        if unknown:
-            raise ValueError(f"unknown row {unknown[0]!r} in --rows (choose from {', '.join(ROWS)})")
-        device = pick_device(args.device)
-        extra = checkpoint_rows(args.checkpoints, device, args.batch_size, not args.no_cache, log)  # fail before any work
-        log(f"baselines.py: the Fig. 6 table on {device}, {torch.get_num_threads()} CPU threads: rows "
-            f"{', '.join([ROWS[n] for n in names] + args.checkpoints)} at L = {', '.join(map(str, args.L))}; "
-            f"progress here on stderr, the table on stdout"
-            + ("" if not args.checkpoints or args.no_cache else "; checkpoint codes cached as <stem>.codes.pt"))
-        rows, notes = baseline_rows(names, args, device, log)
-        settings = dict(n_train=args.n_train, n_test=args.n_test, steps=args.classifier_steps,
-                        lr=args.classifier_lr, optimizer=args.classifier)
-        results: dict[int, list] = {L: [] for L in args.L}
-        table2 = []
-        for row in rows + extra:
-            replicas = list(row.codes())  # encoded once, scored at every L
-            for k, L in enumerate(args.L):
-                t = time.perf_counter()
-                log(f"{row.label}, L = {L}: scoring {len(replicas)} replica(s) × {args.seeds} seed(s)")
-                scores, accuracies = score_row(Row(row.label, lambda: replicas), args.seeds, args.seed,
-                                               args.table2 and k == 0, L=L, progress=log, **settings)
-                mean, std = mean_std(scores)
-                log(f"{row.label}, L = {L}: {mean:.2f} ± {std:.2f} % over {len(scores)} score(s): "
-                    f"{', '.join(f'{100 * s:.2f}' for s in scores)} ({time.perf_counter() - t:.0f} s)")
-                results[L].append((row.label, metric.a4_protocol(scores)[2] if args.a4 else scores))
-                if accuracies:
-                    table2.append((row.label, accuracies))
-        classifier = (f"full-batch L-BFGS to convergence (≤ {args.classifier_steps} iterations)"
-                      if args.classifier == "lbfgs" else
-                      f"full-batch Adagrad lr {args.classifier_lr} for {args.classifier_steps} steps")
-        for L in args.L:
-            print(format_table(results[L], args.markdown))
-            print()
-            print(f"Metric: L = {L}, {args.n_train:,} train / {args.n_test:,} test points, factors "
-                  f"{', '.join(shapes.FACTOR_NAMES[f] for f in metric.PAPER_FACTORS)}; linear softmax, {classifier}; "
-                  f"{args.seeds} classifier seed(s) per replica, std over seeds and replicas"
-                  + (", the bottom half of each row's scores dropped (A.4)." if args.a4 else "."))
-            print()
-        if args.table2:
-            print(format_table2(table2, args.markdown))
-            print()
-            print(f"Table 2 (A.5): {args.n_train:,} train / {args.n_test:,} test codes per factor, classifier seed "
-                  f"{args.seed}, mean over replicas; the paper's figure in brackets.")
-        for note in notes.values():
-            print(f"{note}.")
-    except (ValueError, RuntimeError, OSError) as e:
-        print(f"baselines.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
+    with cli_errors("baselines.py"):
+        set_threads(args.threads)
+        if args.train:
+            train_baseline(args)
+        else:
+            fig6_table(args)
 
 
 if __name__ == "__main__":
