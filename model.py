@@ -199,26 +199,25 @@ def seed_arg(text: str) -> int:
     return seed
 
 
-def positive_int(text: str) -> int:
-    """argparse type of every count (--steps, --batch-size, --L, ...): a whole number above 0."""
+def positive_number(text: str, kind: type = int) -> int | float:
+    """A count or rate from the command line: a finite number above 0 of `kind`; else argparse's error."""
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}: give a whole number such as 10") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value}: it must be positive")
+        raise argparse.ArgumentTypeError(f"invalid {'whole ' if kind is int else ''}number {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: it must be positive" + ("" if kind is int else " and finite"))
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of every count (--steps, --batch-size, --L, ...)."""
+    return positive_number(text, int)
 
 
 def positive_float(text: str) -> float:
-    """argparse type of every rate and length (--lr, --time-limit): a finite number above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text}: it must be positive and finite")
-    return value
+    """argparse type of every rate and length (--lr, --time-limit)."""
+    return positive_number(text, float)
 
 
 @contextmanager
