@@ -64,9 +64,7 @@ def pixel_codes(index: torch.Tensor) -> torch.Tensor:
 
 def untrained_vae(seed: int) -> BetaVAE:
     """The Table 1 fc model as train.py initialises it with --seed `seed`, before any step."""
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-        torch.manual_seed(seed)
-        return BetaVAE("fc").eval()
+    return train.seeded_init(seed, lambda: BetaVAE("fc"), torch.device("cpu"))[0].eval()
 
 
 # ---------------------------------------------------------------- PCA and ICA (A.3)
@@ -141,14 +139,14 @@ def fit_pca(mean: torch.Tensor, cov: torch.Tensor, k: int = PCA_COMPONENTS) -> P
 
 
 def counted(chunks: Iterable[torch.Tensor], n: int, what: str, log: metric.Progress) -> Iterator[torch.Tensor]:
-    """The chunks as they come, with a line to `log` every metric.PROGRESS_SECONDS: images done of n."""
+    """The chunks as they come, with a line to `log` every shapes.PROGRESS_SECONDS: images done of n."""
     start = last = time.perf_counter()
     done = 0
     for chunk in chunks:
         yield chunk
         done += len(chunk)
         now = time.perf_counter()
-        if log is not None and now - last >= metric.PROGRESS_SECONDS:
+        if log is not None and now - last >= shapes.PROGRESS_SECONDS:
             log(f"{what}: {done:,} of {n:,} images ({now - start:.0f} s)")
             last = now
 

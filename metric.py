@@ -54,8 +54,6 @@ CLASSIFIER_LR = 1e-2  # Adagrad's, as the paper
 DLIB_L = 64
 DLIB_IMAGES = 10000
 
-PROGRESS_SECONDS = 10.0  # a long phase prints a line at least this often: no silent minutes
-
 # Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
 PAPER = {
     "ground truth": (100.0, None),
@@ -87,7 +85,7 @@ def encode_all(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.dev
 
     `encode` maps images (B, 1, 64, 64) on `device` to codes (B, D), e.g.
     `lambda x: model.encode(x)[0]` for the encoder mean μ. With `progress`, a line
-    "encoded N of 737,280 images (T s)" goes to it every PROGRESS_SECONDS.
+    "encoded N of 737,280 images (T s)" goes to it every shapes.PROGRESS_SECONDS.
     """
     device = torch.device(device or "cpu")
     buffer = torch.empty(batch_size, 1, 64, 64, device=device)
@@ -99,7 +97,7 @@ def encode_all(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.dev
             x = shapes.render(shapes.index_to_classes(index), out=buffer[:len(index)])  # (B, 1, 64, 64)
             chunks.append(encode(x).float().cpu())
             now = time.perf_counter()
-            if progress is not None and now - last >= PROGRESS_SECONDS:
+            if progress is not None and now - last >= shapes.PROGRESS_SECONDS:
                 progress(f"encoded {start + len(index):,} of {shapes.N_IMAGES:,} images ({now - start_time:.0f} s)")
                 last = now
     return torch.cat(chunks)
@@ -231,7 +229,7 @@ def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...], genera
         z2 = lookup(codes, i2[s:s + batch].reshape(-1)).float()
         z_diff.append((z1 - z2).abs().view(-1, L, z1.shape[1]).mean(1))  # Eq. 5: (b, D)
         now = time.perf_counter()
-        if progress is not None and now - last >= PROGRESS_SECONDS:  # codes rendered on demand are slow
+        if progress is not None and now - last >= shapes.PROGRESS_SECONDS:  # codes rendered on demand are slow
             progress(f"  z_diff of {min(s + batch, n):,} of {n:,} points ({now - start_time:.0f} s)")
             last = now
     return torch.cat(z_diff), y

@@ -131,7 +131,7 @@ def read_checkpoint(path: str) -> dict:
                 if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise UsageError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
-                              f"train again with a smaller --lr")
+                         f"train again with a smaller --lr")
     return ckpt
 
 
@@ -141,7 +141,7 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
     config = ckpt["config"]
     if "baseline" in config:
         raise UsageError(f"{path} is a {config['baseline']} model, not a β-VAE: "
-                              f"score it with python baselines.py --table {path}")
+                         f"score it with python baselines.py --table {path}")
     try:
         model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
         model.load_state_dict(ckpt["model"])

@@ -56,6 +56,7 @@ HEART_ORIGIN = -0.1  # box-side units below the box centre: the curve is star-sh
 # A pixel whose centre lies on a shape's boundary is on, as in the real images; the relative
 # margin keeps float rounding from deciding such ties.
 TIE = 1e-5
+PROGRESS_SECONDS = 10.0  # every long phase of every script prints a line at least this often
 
 
 def _heart_table(n: int = 4096) -> tuple[torch.Tensor, float]:
@@ -276,7 +277,7 @@ def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 655
 
 
 class ProgressFile:
-    """A binary file that prints the MB written every ~10 s: compressing the whole set takes a minute."""
+    """A binary file that prints the MB written every PROGRESS_SECONDS: compressing the whole set takes a minute."""
 
     def __init__(self, f, what: str):
         self.f, self.what, self.written = f, what, 0
@@ -284,7 +285,7 @@ class ProgressFile:
 
     def write(self, data) -> int:
         self.written += len(data)
-        if time.perf_counter() - self.last > 10:
+        if time.perf_counter() - self.last >= PROGRESS_SECONDS:
             self.last = time.perf_counter()
             print(f"{self.what}: {self.written / 2 ** 20:,.0f} MB written ({self.last - self.start:.0f} s)", flush=True)
         return self.f.write(data)
@@ -337,7 +338,7 @@ def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str,
         ours = render(torch.from_numpy(classes[start:start + chunk]), dtype=torch.uint8)[:, 0].bool()
         union = (real | ours).sum((1, 2))
         iou[start:start + chunk] = torch.where(union > 0, (real & ours).sum((1, 2)) / union.clamp(min=1), 1.0)
-        if time.perf_counter() - last > 10:
+        if time.perf_counter() - last >= PROGRESS_SECONDS:
             last = time.perf_counter()
             print(f"compared {start + len(real):,} of {len(imgs):,} images ({last - t:.0f} s)", flush=True)
     shape = torch.from_numpy(classes[:, 0])

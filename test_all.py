@@ -553,7 +553,7 @@ def test_scoring_during_training_leaves_the_training_noise_alone(monkeypatch, gr
 
 
 def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_recipe(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)  # as if every step took 10 s
+    monkeypatch.setattr(shapes, "PROGRESS_SECONDS", 0.0)  # as if every step took 10 s
     train_in_process(monkeypatch, *SMALL_RUN, "--steps", "6", "--log-every", "5", "--out", str(tmp_path / "p.pt"))
     steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert steps == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
@@ -974,7 +974,7 @@ def test_a4_protocol_drops_the_bottom_half():
 
 
 def test_encode_all_rows_follow_deepmind_order_and_report_progress(monkeypatch):
-    monkeypatch.setattr(metric, "PROGRESS_SECONDS", 0.0)  # a line after every batch
+    monkeypatch.setattr(shapes, "PROGRESS_SECONDS", 0.0)  # a line after every batch
     lines = []
     codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536,  # pixel count
                               progress=lines.append)

@@ -61,7 +61,6 @@ ACTIVE_KL = 0.1  # nats: a latent whose mean KL is above this carries informatio
 BF16_SLOWER = 0.9  # --bf16 falls back to fp32 below this speed-up: timing noise must not flip it
 RESUME_FLAGS = {"steps", "resume", "out", "device", "threads", "time_limit"}  # all others come from the checkpoint
 PROTOCOL_FLAGS = {"beta", "seed", "seeds", "stack"}  # each replica's own, or the protocol's
-PROGRESS_SECONDS = 10.0  # a progress line at least this often, whatever --log-every; the CSV keeps to --log-every
 CPU_RECIPE = "python train.py --optimizer adam --lr 1e-3 --batch-size 256 --bf16 --steps 3000"  # ~10 CPU minutes
 
 
@@ -431,18 +430,18 @@ class Run:
         step, c = self.trainer.step_count, self.config
         if step % c["log_every"] == 0 or step == c["steps"]:
             self.log_row(step)
-        elif not self.quiet and time.perf_counter() - self.last_line >= PROGRESS_SECONDS:
-            self.progress_line(step)
+        elif not self.quiet and time.perf_counter() - self.last_line >= shapes.PROGRESS_SECONDS:
+            self.progress_line(step, self.trainer.report(self.tally.mean(step))[0])
         if step % c["save_every"] == 0 and step < c["steps"]:
             self.save()
 
-    def progress_line(self, step: int) -> None:
-        """A line between log rows, so that no stretch of training is silent: stdout only, the tally untouched."""
-        now, total = time.perf_counter(), self.config["steps"]
-        rate = (step - self.tally.since) * self.config["batch_size"] / (now - self.interval_start)
-        eta = (total - step) * self.config["batch_size"] / rate
-        text, _ = self.trainer.report(self.tally.mean(step))
-        print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | {text} | ETA {format_seconds(eta)}", flush=True)
+    def progress_line(self, step: int, text: str) -> None:
+        """The progress line of the steps since the log's last row, on stdout: at each row, and between
+        rows often enough that no stretch of training is silent."""
+        now, total, batch = time.perf_counter(), self.config["steps"], self.config["batch_size"]
+        rate = (step - self.tally.since) * batch / (now - self.interval_start)
+        print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | {text} | "
+              f"ETA {format_seconds((total - step) * batch / rate)}", flush=True)
         self.last_line = now
 
     def log_row(self, step: int) -> None:
@@ -452,13 +451,9 @@ class Run:
         if not all_finite(mean.values()):
             raise UsageError(f"loss became NaN between steps {self.tally.since:,} and {step:,}; "
                              f"{self.kept()}; try a smaller --lr")
-        now = time.perf_counter()
-        rate = (step - self.tally.since) * c["batch_size"] / (now - self.interval_start)
-        eta = (total - step) * c["batch_size"] / rate
         text, fields = self.trainer.report(mean)
         if not self.quiet:
-            print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | {text} | ETA {format_seconds(eta)}", flush=True)
-            self.last_line = now
+            self.progress_line(step, text)
         self.last_mean = mean  # for the protocol's one progress line
         if self.log_file.tell() == 0:
             self.log.writerow(["step", "samples", "seconds", *fields] + (["score"] if c.get("eval_every") else []))
@@ -762,8 +757,8 @@ def disentanglement(model: torch.nn.Module, device: torch.device) -> float:
     """The Sec. 3 score at metric.py's defaults, for --eval-every; the model in eval mode meanwhile,
     and the random state of training as it was."""
     model.eval()
-    # Scoring draws random numbers (the classifier's init): without the fork, a run with
-    # --eval-every would train on other noise than the same run without it.
+    # Scoring draws random numbers (the classifier's init) from torch's global generators; training
+    # draws from its own, and the fork leaves the global state to the caller as it was.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
             codes = metric.encode_all(metric.model_encoder(model), device,

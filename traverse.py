@@ -330,7 +330,7 @@ def figures(args: argparse.Namespace) -> None:
     source = make_source(config, device)
     draw = {name: args.only in (None, name) for name in ("traversal", "maps", "samples", "recon")}
     written = []
-    say = lambda line: print(line, flush=True)  # noqa: E731 (whole lines at once, in a log file too)
+    say = metric.say
     if draw["maps"] and config["dataset"] == "folder":
         say("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
         draw["maps"] = False
