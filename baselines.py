@@ -11,7 +11,7 @@ the codes of one or more replicas (metric.Codes: a table with a row per image in
 order, or a function of the image index); every row is scored the same way, and the table puts
 our mean ± std beside the paper's figure. A checkpoint's codes are cached beside it as
 <stem>.codes.pt by metric.checkpoint_codes (--no-cache: encode afresh). Needs shapes.py,
-model.py, loss.py, metric.py, train.py and traverse.py beside it.
+model.py, loss.py, metric.py, runs.py, train.py and traverse.py beside it.
 
     python baselines.py --table                             # every row (a quarter of an hour on 2 cores)
     python baselines.py --table --rows pca,ica --markdown   # some rows, as markdown for the README
@@ -41,13 +41,14 @@ import torch
 from torch import nn
 
 import shapes
-from model import (BetaVAE, UsageError, cli_errors, pick_device, positive_float, positive_int, read_checkpoint,
-                   seed_arg, set_threads)
 import loss as objective
 import metric
-from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
+import runs
 import train
 import traverse
+from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
+from model import BetaVAE
+from runs import UsageError, cli_errors, pick_device, positive_float, positive_int, read_checkpoint, seed_arg, set_threads
 
 
 # ---------------------------------------------------------------- the training-free rows (Sec. 4.2, Fig. 6 left)
@@ -139,16 +140,13 @@ def fit_pca(mean: torch.Tensor, cov: torch.Tensor, k: int = PCA_COMPONENTS) -> P
 
 
 def counted(chunks: Iterable[torch.Tensor], n: int, what: str, log: metric.Progress) -> Iterator[torch.Tensor]:
-    """The chunks as they come, with a line to `log` every shapes.PROGRESS_SECONDS: images done of n."""
-    start = last = time.perf_counter()
-    done = 0
+    """The chunks as they come, with a line to `log` every runs.PROGRESS_SECONDS: images done of n."""
+    ticker, done = runs.Every(), 0
     for chunk in chunks:
         yield chunk
         done += len(chunk)
-        now = time.perf_counter()
-        if log is not None and now - last >= shapes.PROGRESS_SECONDS:
-            log(f"{what}: {done:,} of {n:,} images ({now - start:.0f} s)")
-            last = now
+        if log is not None and ticker.due():
+            log(f"{what}: {done:,} of {n:,} images ({ticker.elapsed():.0f} s)")
 
 
 def image_pca_codes(n_images: int, device: torch.device, batch_size: int,
@@ -291,7 +289,7 @@ class DCIGN(nn.Module):
         mu, logvar = self.encoder(x.contiguous(memory_format=torch.channels_last)).chunk(2, dim=1)
         return mu, logvar
 
-    def encode_mu(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+    def encode_mu(self, x: torch.Tensor) -> torch.Tensor:
         """The representation the metric reads: the encoder mean (B, M).
 
         In slices of ENCODE_SLICE images: the first layer's output is 1.5 MB an image.
@@ -404,7 +402,7 @@ class InfoGAN(nn.Module):
         mu, logvar = self.q_head(h).chunk(2, dim=1)
         return self.d_head(h)[:, 0], mu, logvar
 
-    def encode_mu(self, x: torch.Tensor, binary: bool = False) -> torch.Tensor:
+    def encode_mu(self, x: torch.Tensor) -> torch.Tensor:
         """The representation the metric reads: Q's mean (B, codes) of real images x in {0, 1}."""
         return torch.cat([self.discriminate(2 * part - 1)[1] for part in x.split(ENCODE_SLICE)])
 
@@ -722,7 +720,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
     """The run's train.py-style config: with --resume the checkpoint's own, given the new --steps;
     else the paper's network and optimiser with the flags' settings."""
     if args.resume:
-        config = train.read_resume_checkpoint(out)["config"]
+        config = runs.read_resume_checkpoint(out)["config"]
         if config.get("baseline") != args.train:
             raise UsageError(f"--resume: {out} is not a {args.train} checkpoint")
         return {**config, "steps": args.steps}
@@ -731,7 +729,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
               "optimizer": baseline.optimizer, "lr": baseline.lr, "batch_size": args.train_batch_size,
               "steps": args.steps, "seed": args.train_seed, "bf16": args.bf16, "log_every": args.log_every,
               "save_every": args.save_every, "eval_every": args.eval_every}
-    train.settle_bf16(config, device)
+    runs.settle_bf16(config, device)
     return config
 
 
@@ -741,9 +739,7 @@ def train_baseline(args: argparse.Namespace) -> None:
     out = args.out if args.out is not None else f"{args.train}.pt"
     train.check_eval_every(args.eval_every, args.log_every)
     device = pick_device(args.device)
-    train.check_out(out, args.resume, args.overwrite)
-    with train.out_lock(out):
-        train.check_existing_run(out, args.resume, args.overwrite)
+    with runs.claim_out(out, args.resume, args.overwrite):
         config = baseline_config(args, out, device)
         trainer = baseline.trainer(config, device)
         train.train(config, out, device, resume=args.resume, trainer=trainer)

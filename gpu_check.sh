@@ -52,9 +52,9 @@ from pathlib import Path
 import torch
 
 import metric
-import model
+import runs
 
-out, device = Path(sys.argv[1]), model.pick_device(sys.argv[2])
+out, device = Path(sys.argv[1]), runs.pick_device(sys.argv[2])
 Ls, seeds = (16, 64), range(3)  # A.4: 3 classifier seeds per replica
 scores = {}  # path -> {L: [score per seed]}
 for path in sorted((out / "fig6").glob("b*_s*.pt")):

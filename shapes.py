@@ -6,7 +6,9 @@ the simulator Sim(v) of Sec. 2 and 3: `render` draws any factor vector directly,
 so training and the disentanglement metric never need DeepMind's 3 GB array.
 The geometry is fitted to genuine dSprites images (assets/dsprites_sample12.npz): centre,
 sizes, orientation direction and outlines draw each of those 12 images pixel for pixel.
-Needs only torch, numpy (and pillow for the PNGs); imports nothing from the project.
+Beside it, the other sources of training batches: a real dSprites npz (`DSpritesNpz`) and a
+folder of images for the conv network (`ImageFolder`); `make_source` picks one for a run.
+Needs torch, numpy, pillow and runs.py (its safe writer, progress timer and CLI errors).
 
     python shapes.py --grid shapes.png      # preview every shape by scale and orientation
     python shapes.py --benchmark            # images/s at batch 64, seconds for all 737,280
@@ -16,15 +18,15 @@ Needs only torch, numpy (and pillow for the PNGs); imports nothing from the proj
 
 import argparse
 import math
-import os
-import sys
-import tempfile
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, UnidentifiedImageError
+
+from runs import Every, UsageError, cli_errors, pick_device, positive_int, set_threads, write_atomically
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -56,7 +58,7 @@ HEART_ORIGIN = -0.1  # box-side units below the box centre: the curve is star-sh
 # A pixel whose centre lies on a shape's boundary is on, as in the real images; the relative
 # margin keeps float rounding from deciding such ties.
 TIE = 1e-5
-PROGRESS_SECONDS = 10.0  # every long phase of every script prints a line at least this often
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}  # what ImageFolder reads
 
 
 def _heart_table(n: int = 4096) -> tuple[torch.Tensor, float]:
@@ -249,6 +251,63 @@ class DSpritesNpz:
         return images, self.classes[rows].to(self.device)
 
 
+def open_image(path: Path) -> Image.Image:
+    """pillow's image at `path`, opened lazily; UsageError for a file it cannot or will not read."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:  # pillow refuses images far larger than any data set's
+        raise UsageError(f"image {path} is too large to read (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+    except (OSError, UnidentifiedImageError):
+        raise UsageError(f"cannot read image {path}") from None
+
+
+class ImageFolder:
+    """Every image under a folder (CelebA, chairs, faces), resized to 64×64 with pillow, held as uint8 in memory."""
+
+    def __init__(self, root: str, device: torch.device | str = "cpu", channels: int | None = None):
+        if not Path(root).is_dir():
+            raise UsageError(f"--data {root} is not a folder")
+        files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+        if channels is None:  # grey folders (chairs, faces) stay one channel
+            with open_image(files[0]) as first:
+                channels = 1 if first.mode in ("1", "L", "I;16", "I") else 3
+        mode = "L" if channels == 1 else "RGB"
+        images = np.empty((len(files), IMAGE_SIZE, IMAGE_SIZE, channels), dtype=np.uint8)
+        for i, f in enumerate(files):
+            with open_image(f) as im:
+                try:
+                    im = im.convert(mode).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                except (OSError, UnidentifiedImageError):
+                    raise UsageError(f"cannot read image {f}") from None
+            images[i] = np.asarray(im).reshape(IMAGE_SIZE, IMAGE_SIZE, channels)
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, 64, 64)
+        self.channels = channels
+        self.device = torch.device(device)
+
+    def images_at(self, rows: torch.Tensor) -> torch.Tensor:
+        """The images of these rows as floats in [0, 1] on the device: (n, C, 64, 64)."""
+        return self.images[rows].to(self.device).float().div_(255)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, None]:
+        return self.images_at(torch.randint(len(self.images), (n,), generator=generator)), None
+
+
+def make_source(config: dict, device: torch.device) -> Shapes | DSpritesNpz | ImageFolder:
+    """The batch source of a run's config: anything with sample(n, generator) -> (x, classes)."""
+    if config["dataset"] == "shapes":
+        return Shapes(device)
+    if not config.get("data"):
+        raise UsageError(f"--dataset {config['dataset']} needs --data PATH")
+    if config["dataset"] == "dsprites":
+        try:
+            return DSpritesNpz(config["data"], device)
+        except ValueError as e:  # not 0/1 images as DeepMind's, or not an npz at all
+            raise UsageError(str(e)) from None
+    return ImageFolder(config["data"], device, config.get("channels"))
+
+
 def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 65536) -> None:
     """Write images start..stop-1 in DeepMind's npz layout, so readers of the real file run on ours."""
 
@@ -277,50 +336,19 @@ def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 655
 
 
 class ProgressFile:
-    """A binary file that prints the MB written every PROGRESS_SECONDS: compressing the whole set takes a minute."""
+    """A binary file that prints the MB written every runs.PROGRESS_SECONDS: compressing the whole set takes a minute."""
 
     def __init__(self, f, what: str):
-        self.f, self.what, self.written = f, what, 0
-        self.start = self.last = time.perf_counter()
+        self.f, self.what, self.written, self.ticker = f, what, 0, Every()
 
     def write(self, data) -> int:
         self.written += len(data)
-        if time.perf_counter() - self.last >= PROGRESS_SECONDS:
-            self.last = time.perf_counter()
-            print(f"{self.what}: {self.written / 2 ** 20:,.0f} MB written ({self.last - self.start:.0f} s)", flush=True)
+        if self.ticker.due():
+            print(f"{self.what}: {self.written / 2 ** 20:,.0f} MB written ({self.ticker.elapsed():.0f} s)", flush=True)
         return self.f.write(data)
 
     def __getattr__(self, name: str):  # seek, tell, flush: zipfile's other calls go to the file
         return getattr(self.f, name)
-
-
-def write_atomically(path: str, write) -> None:
-    """Call write(file) on a new temp file beside `path`, then rename it to `path`.
-
-    A failure or Ctrl-C midway removes the temp file and leaves any old `path` as it was; two
-    writers never share a temp file, and mkstemp never follows a symlink planted at its path.
-    The file is created before `write` runs, so an unwritable place fails before any work.
-    train.py writes its checkpoints and logs through this too.
-    """
-    if os.path.isdir(path):
-        raise OSError(f"cannot write {path}: it is a folder")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:  # the temp file first: an unwritable place fails before any work
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    except OSError as e:
-        raise OSError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from the group
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str, tuple[float, float, int]]:
@@ -332,15 +360,14 @@ def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str,
     """
     imgs, classes = load_npz(path)
     iou = torch.empty(len(imgs))  # (N,)
-    t = last = time.perf_counter()
+    ticker = Every()
     for start in range(0, len(imgs), chunk):
         real = torch.from_numpy(imgs[start:start + chunk]).bool()  # (B, 64, 64)
         ours = render(torch.from_numpy(classes[start:start + chunk]), dtype=torch.uint8)[:, 0].bool()
         union = (real | ours).sum((1, 2))
         iou[start:start + chunk] = torch.where(union > 0, (real & ours).sum((1, 2)) / union.clamp(min=1), 1.0)
-        if time.perf_counter() - last >= PROGRESS_SECONDS:
-            last = time.perf_counter()
-            print(f"compared {start + len(real):,} of {len(imgs):,} images ({last - t:.0f} s)", flush=True)
+        if ticker.due():
+            print(f"compared {start + len(real):,} of {len(imgs):,} images ({ticker.elapsed():.0f} s)", flush=True)
     shape = torch.from_numpy(classes[:, 0])
     stats = {SHAPE_NAMES[s]: (iou[shape == s].mean().item(), iou[shape == s].min().item(), int((shape == s).sum()))
              for s in range(len(SHAPE_NAMES)) if (shape == s).any()}
@@ -417,13 +444,14 @@ def main() -> None:
     p.add_argument("--overlay", default="compare.png",
                    help="with --compare: PNG of the worst images overlaid (default compare.png)")
     p.add_argument("--benchmark", action="store_true", help="print render speed")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="device for --benchmark (default: cuda if present, else cpu)")
+    p.add_argument("--device", help="device for --benchmark: cuda, mps or cpu (default: cuda, then mps, then cpu)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     args = p.parse_args()
     if not (args.out or args.grid or args.compare or args.benchmark):
         p.error("nothing to do: give --out, --grid, --compare or --benchmark")
-    try:
-        device = torch.device(args.device)
+    with cli_errors("shapes.py", interrupted="interrupted; nothing was written"):
+        set_threads(args.threads)
+        device = pick_device(args.device)
         if args.grid:
             draw_grid(args.grid)
             print(f"wrote {args.grid}")
@@ -440,12 +468,6 @@ def main() -> None:
             print(f"wrote {args.out}: {N_IMAGES:,} images in {time.perf_counter() - t:.1f} s")
         if args.benchmark:
             benchmark(device)
-    except (OSError, RuntimeError, ValueError) as e:  # as model.cli_errors: this file imports nothing of ours
-        print(f"shapes.py: error: {str(e).splitlines()[0]}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("shapes.py: interrupted; nothing was written", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 Fast on a laptop CPU; GPU-only tests are skipped without CUDA.
 
-    pytest test_all.py
+    pytest test_all.py                      # everything
+    pytest test_all.py -m "not harness"     # the paper's claims alone: a student's quick check
 
-Sections, in this order, each holding the tests of its file: shapes.py; model.py and loss.py; train.py;
-train.py's protocol (A.4); metric.py; traverse.py; baselines.py.
+Part 1, the paper's claims: reference checks and invariants of the 2D-shapes world, Eq. 4 and Table 1,
+the metric (Sec. 3, A.4, A.5), the figures and the baselines of Fig. 6. Part 2, the harness (marked
+`harness`): every CLI end to end, bad input, safe files, locks, stops and exact resumes (runs.py),
+the codes cache, the protocol's stacked replicas and the device check. Within each part, sections
+follow the files: shapes.py, model.py and loss.py, train.py, metric.py, traverse.py, baselines.py.
 
 The paper's claims, and the tests that check them:
   Eq. 4, the β-VAE objective: test_closed_form_kl_matches_monte_carlo (the KL's closed form),
@@ -15,7 +19,7 @@ The paper's claims, and the tests that check them:
     test_random_and_constant_codes_score_at_chance (noise ~chance), test_rotated_ground_truth_scores_below_ground_truth
     (independence is not disentanglement), test_same_seed_same_score_and_z_diff_definition (z_diff, Eq. 5)
   A.4, the protocol: test_a4_protocol_drops_the_bottom_half (the bottom half dropped),
-    test_stacked_replicas_step_as_separate_runs_do (stacked replicas equal separate runs),
+    and in Part 2: test_stacked_replicas_step_as_separate_runs_do (stacked replicas equal separate runs),
     test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints,
     test_gpu_check_script_dry_run_on_a_cpu (the device check's every stage, on a CPU)
   A.5, Table 2 (factor classification): test_factor_classification_reads_single_codes,
@@ -54,11 +58,13 @@ import baselines
 import loss as objective
 import metric
 import model
+import runs
 import shapes
 import train
 import traverse
 
 HERE = Path(__file__).parent
+harness = pytest.mark.harness  # Part 2's tests: `pytest test_all.py -m "not harness"` runs the paper's claims alone
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -104,8 +110,9 @@ def ground_truth() -> torch.Tensor:
     Shared by every test that needs it; none may change it in place."""
     return shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()
 
+# ================================================================ Part 1: the paper's claims
 
-# ---------------------------------------------------------------- shapes.py
+# ---------------------------------------------------------------- the 2D-shapes world, Sim(v) (shapes.py)
 
 def every_extreme() -> torch.Tensor:
     """Every shape and orientation at the largest scale, at every corner and edge of the frame."""
@@ -263,85 +270,7 @@ def test_render_large_batch_equals_small_batches():
     assert torch.equal(shapes.render(c, chunk=50), shapes.render(c))
 
 
-def test_npz_export_round_trips_on_a_slice(tmp_path):
-    path = tmp_path / "slice.npz"
-    start, stop = 300000, 302000
-    shapes.export_npz(str(path), start, stop)
-    data = np.load(path, allow_pickle=True, encoding="latin1")
-    assert data["imgs"].dtype == np.uint8 and data["imgs"].shape == (2000, 64, 64)
-    expected = shapes.render(shapes.index_to_classes(torch.arange(start, stop)))[:, 0].numpy()
-    assert np.array_equal(data["imgs"], expected.astype(np.uint8))
-    assert data["latents_classes"].shape == (2000, 6) and (data["latents_classes"][:, 0] == 0).all()
-    values = data["latents_values"]
-    assert (values[:, 0] == 1).all() and set(np.unique(values[:, 1])) <= {1.0, 2.0, 3.0}
-    assert list(data["metadata"][()]["latents_sizes"]) == [1, 3, 6, 40, 32, 32]
-    # and our loader serves those images behind the training interface
-    source = shapes.DSpritesNpz(str(path))
-    images, c = source.sample(64, torch.Generator().manual_seed(0))
-    assert torch.equal(images, shapes.render(c))
-    assert torch.equal(source.render(c), images)
-
-
-def test_wrong_layout_npz_gives_a_clear_error(tmp_path):
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, images=np.zeros((4, 64, 64), np.uint8))
-    with pytest.raises(ValueError, match="not a dSprites npz"):
-        shapes.load_npz(str(bad))
-    np.savez(bad, imgs=np.zeros((4, 32, 32), np.uint8), latents_classes=np.zeros((4, 6), np.int64))
-    with pytest.raises(ValueError, match="expected"):
-        shapes.load_npz(str(bad))
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="cannot read"):
-        shapes.load_npz(str(tmp_path / "junk.npz"))
-
-
-def test_shapes_cli_grid_and_bad_input(tmp_path):
-    png = tmp_path / "grid.png"
-    run_cli("shapes.py", "--grid", str(png))
-    assert Image.open(png).size == (10 * 66, 18 * 66)
-    assert_one_line_error(run_cli("shapes.py", "--grid", str(tmp_path / "no" / "dir.png"), check=False))
-    assert_one_line_error(run_cli("shapes.py", check=False))
-    assert_one_line_error(run_cli("shapes.py", "--benchmark", "--device", "nonsense", check=False))
-
-
-def test_shapes_cli_compare_reports_iou_by_shape_and_overlays_the_worst(tmp_path):
-    png = tmp_path / "worst.png"
-    result = run_cli("shapes.py", "--compare", str(REAL_SAMPLE), "--overlay", str(png))
-    lines = {line.split()[0]: line for line in result.stdout.splitlines() if "IoU mean" in line}
-    assert set(lines) == {"square", "ellipse", "heart"} and "over 4 image(s)" in lines["heart"]
-    assert Image.open(png).size[0] >= 8 * 3 * 64  # the 8 lowest, enlarged 3x
-    # and it sees a difference: the same file with every image moved 2 px right
-    data = dict(np.load(REAL_SAMPLE))
-    data["imgs"] = np.roll(data["imgs"], 2, axis=2)
-    np.savez(tmp_path / "moved.npz", **data)
-    stats = shapes.compare(str(tmp_path / "moved.npz"), str(png))
-    assert all(mean < 0.9 for mean, _, _ in stats.values()), stats
-    np.savez(tmp_path / "bad.npz", images=np.zeros((4, 64, 64), np.uint8))
-    assert_one_line_error(run_cli("shapes.py", "--compare", str(tmp_path / "bad.npz"), check=False))
-
-
-def test_export_to_an_unwritable_place_fails_at_once_and_a_failed_write_leaves_no_file(tmp_path):
-    assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path / "no" / "set.npz"), check=False))
-    assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path), check=False))
-    old = tmp_path / "set.npz"
-    old.write_bytes(b"the old file")
-
-    def fail(f) -> None:
-        f.write(b"half")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        shapes.write_atomically(str(old), fail)
-    assert old.read_bytes() == b"the old file" and [p.name for p in tmp_path.iterdir()] == ["set.npz"]
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_render_on_cuda_equals_cpu():
-    c = shapes.sample_factors(5000, torch.Generator().manual_seed(5))
-    assert torch.equal(shapes.render(c.cuda()).cpu(), shapes.render(c))
-
-
-# ---------------------------------------------------------------- model.py, loss.py
+# ---------------------------------------------------------------- Eq. 4 and Table 1 (loss.py, model.py)
 
 def test_closed_form_kl_matches_monte_carlo():
     g = torch.Generator().manual_seed(0)
@@ -397,31 +326,347 @@ def test_table1_fc_layer_sizes():
     assert sizes == [1200, 1200, 20, 1200, 1200, 1200, 4096]
 
 
-def test_encode_mu_equals_dense_encoder():
+def test_metric_binary_mu_equals_the_dense_encoder():
     net = model.BetaVAE("fc")
     x = shapes.render(shapes.sample_factors(64, torch.Generator().manual_seed(6)))
-    assert torch.allclose(net.encode_mu(x, binary=True), net.encode(x)[0], atol=1e-5)
-    assert torch.equal(net.encode_mu(x), net.encode(x)[0])
+    assert torch.allclose(metric.binary_mu(net, x), net.encode(x)[0], atol=1e-5)
+    conv = model.BetaVAE("conv", channels=1)
+    assert torch.equal(metric.model_encoder(conv)(x), conv.encode(x)[0])  # the conv net: the dense encoder
 
 
+# ---------------------------------------------------------------- the disentanglement metric: Sec. 3, Eq. 5, A.4, A.5 (metric.py)
+
+SMALL = dict(n_train=2000, n_test=1000, steps=1000)
+
+
+def test_ground_truth_scores_at_least_99_percent(ground_truth):
+    assert metric.disentanglement_score(ground_truth, **SMALL) >= 0.99
+    assert metric.disentanglement_score(ground_truth, factors=(0, 1, 2, 3, 4), **SMALL) >= 0.99
+
+
+def test_random_and_constant_codes_score_at_chance():
+    noise = torch.randn(shapes.N_IMAGES, 10, generator=torch.Generator().manual_seed(0))
+    assert abs(metric.disentanglement_score(noise, **SMALL) - 0.25) <= 0.1
+    assert abs(metric.disentanglement_score(torch.zeros(shapes.N_IMAGES, 10), **SMALL) - 0.25) <= 0.05
+
+
+def test_rotated_ground_truth_scores_below_ground_truth(ground_truth):
+    # Independence alone is not disentanglement (Sec. 3): a rotation of the factors keeps them
+    # decodable but mixes every factor into every dimension.
+    standard = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
+    rotation = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1)))[0]
+    # At L = 64 the metric saturates (a rotation still scores 93-100 %); at L = 16 it does not.
+    rotated = metric.disentanglement_score(standard @ rotation, L=16, **SMALL)
+    assert rotated < metric.disentanglement_score(standard, L=16, **SMALL) - 0.1
+
+
+def test_same_seed_same_score_and_z_diff_definition(ground_truth):
+    codes = torch.randn(shapes.N_IMAGES, 3, generator=torch.Generator().manual_seed(2))
+    a = metric.disentanglement_score(codes, seed=5, **SMALL)
+    assert a == metric.disentanglement_score(codes, seed=5, **SMALL)
+    # z_diff against Eq. 5 by hand: the ground-truth difference on the fixed factor is 0
+    z_diff, y = metric.z_diff_points(ground_truth, 50, 8, (1, 2, 3, 4), torch.Generator().manual_seed(3))
+    assert z_diff.shape == (50, 5) and (z_diff[torch.arange(50), y] == 0).all()
+    assert (z_diff[:, 0] > 0).float().mean() > 0.8  # shape is free to vary
+
+
+def test_callable_codes_equal_a_table():
+    table = torch.randn(shapes.N_IMAGES, 4, generator=torch.Generator().manual_seed(4))
+    assert metric.disentanglement_score(table, **SMALL) == \
+        metric.disentanglement_score(lambda index: table[index], **SMALL)
+
+
+def test_mig_high_on_ground_truth_zero_when_duplicated(ground_truth):
+    assert metric.mig(ground_truth) > 0.8
+    assert metric.mig(torch.cat([ground_truth, ground_truth], 1)) == pytest.approx(0, abs=1e-6)
+
+
+def test_factor_vae_metric_high_on_ground_truth_chance_on_constants(ground_truth):
+    assert metric.factor_vae_score(ground_truth, n_train=2000, n_test=1000) >= 0.99
+    assert abs(metric.factor_vae_score(torch.zeros(shapes.N_IMAGES, 4), n_train=2000, n_test=1000) - 0.2) < 0.05
+
+
+def test_factor_classification_reads_single_codes(ground_truth):
+    accuracy = metric.factor_classification(ground_truth, n_train=1000, n_test=500, steps=100)
+    assert set(accuracy) == set(shapes.FACTOR_NAMES)
+    assert accuracy["shape"] > 0.6  # chance is 1/3
+    noise = metric.factor_classification(torch.randn(shapes.N_IMAGES, 3), n_train=1000, n_test=500, steps=100)
+    assert noise["posX"] < 0.1  # noise carries nothing: chance is 1/32
+
+
+def test_a4_protocol_drops_the_bottom_half():
+    mean, std, kept = metric.a4_protocol([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])
+    assert kept == [0.9, 0.8, 0.7] and mean == pytest.approx(0.8) and std == pytest.approx((2 / 300) ** 0.5)
+
+
+# ---------------------------------------------------------------- latent traversals and response maps: Figs. 1-4, 7 (traverse.py)
+
+def test_traverse_a_latent_the_decoder_ignores_barely_changes_the_image():
+    torch.manual_seed(0)
+    net = model.BetaVAE("fc", latents=4).eval()
+    with torch.no_grad():
+        last = net.encoder[-1]  # rows 0-3 give mu, rows 4-7 logvar
+        last.weight[[1, 5]] = 0  # q(z1|x) = N(0, 1) = p(z1): KL 0
+        last.bias[[1, 5]] = 0
+        last.weight[0] *= 50  # z0 varies across images: the top latent
+        net.decoder[0].weight[:, 1] = 0  # the decoder ignores z1 ...
+        net.decoder[0].weight[:, 0] *= 5  # ... and listens to z0
+    x = shapes.render(shapes.sample_factors(512, torch.Generator().manual_seed(0)))
+    kl = traverse.latent_kl(net, x)
+    assert kl[1] < 1e-6 and kl.argmax() == 0
+    mu, _ = traverse.encode(net, x[:3])
+    images = traverse.traversal(net, mu, steps=5)
+    assert images.shape == (3, 4, 5, 1, 64, 64)
+    change = (images - images[:, :, :1]).abs().mean((0, 2, 3, 4, 5))  # (M,) mean pixel change along each row
+    assert change[1] < 1e-6 and change[0] > 0.01, change
+
+
+def test_traverse_response_map_of_a_code_equal_to_posx_is_a_ramp(tmp_path):
+    c = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))
+    codes = torch.stack([c[:, 3].float(), c[:, 1].float()], 1)  # z0 = posX, z1 = scale
+    r = traverse.response_maps(codes, torch.tensor([1.0, 2.0]), tmp_path / "maps.png")
+    ramp = torch.arange(32.0).expand(32, 32)  # 0 .. 31 left to right, the same down every row
+    assert torch.allclose(r["position"][0], ramp)
+    assert torch.allclose(r["scale"][0], torch.full((3, 6), 15.5))
+    assert torch.allclose(r["rotation"][0], torch.full((3, 40), 15.5))
+    assert torch.allclose(r["scale"][1], torch.arange(6.0).expand(3, 6))
+    assert torch.allclose(r["position"][1], torch.full((32, 32), 2.5))
+    picture = Image.open(tmp_path / "maps.png").convert("RGB")
+    width, height = picture.size
+    assert height == 2 * traverse.LINE + 2 * traverse.MAP_ROW
+    assert width >= traverse.LABEL_WIDTH + traverse.HEAT + 2 * traverse.PLOT[0]
+    # each row's colour bar: the highest value's colour at its top, the lowest's at its bottom
+    bar = traverse.LABEL_WIDTH + traverse.HEAT + traverse.SPACE // 2 + traverse.BAR[0] // 2
+    top = 2 * traverse.LINE + 4
+    (r_top, _, b_top), (r_bottom, _, b_bottom) = (picture.getpixel((bar, y)) for y in (top + 1, top + traverse.PLOT[1] - 10))
+    assert r_top > 200 > b_top + 150 and b_bottom > 100 > r_bottom + 50  # red at the top, dark blue at the bottom
+
+
+# ---------------------------------------------------------------- the baselines of Fig. 6: PCA, ICA (A.3), DC-IGN, InfoGAN (A.2) (baselines.py)
+
+def test_baselines_pca_matches_numpy_svd():
+    g = torch.Generator().manual_seed(0)
+    mixing = torch.randn(20, 20, generator=g, dtype=torch.float64)
+    x = torch.randn(400, 20, generator=g, dtype=torch.float64) @ mixing + 3
+    pca = baselines.fit_pca(*baselines.covariance([x]), k=5)
+    _, s, vt = np.linalg.svd((x - x.mean(0)).numpy(), full_matrices=False)
+    projection = vt[:5].T @ vt[:5]  # onto the top-5 subspace, whatever the signs and the basis
+    assert np.allclose((pca.components.T @ pca.components).numpy(), projection, atol=1e-6)
+    assert pca.explained == pytest.approx((s[:5] ** 2).sum() / (s ** 2).sum(), abs=1e-8)
+    whitened = torch.cov(pca(x).T, correction=0)
+    assert torch.allclose(whitened, torch.eye(5, dtype=torch.float64), atol=1e-6)
+
+
+def test_baselines_chunked_covariance_equals_direct():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1000, 12, generator=g, dtype=torch.float64) * torch.arange(1, 13) + 5
+    mean, cov = baselines.covariance(x.split(300))  # 4 chunks, the last one short
+    assert torch.allclose(mean, x.mean(0)) and torch.allclose(cov, torch.cov(x.T, correction=0), atol=1e-10)
+    # image chunks in float32 sharing one buffer (a band of pixels, for speed): the sums of counts are exact
+    band = lambda chunks: (c[:, 1900:2200] for c in chunks)  # noqa: E731
+    chunked = baselines.covariance(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=400)))
+    images = next(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=1500))).double()
+    assert images.sum() > 0
+    assert torch.allclose(chunked[0], images.mean(0), atol=1e-12)
+    assert torch.allclose(chunked[1], torch.cov(images.T, correction=0), atol=1e-12)
+
+
+def test_baselines_pca_of_the_images_explains_about_60_percent():
+    pca = baselines.fit_pca(*baselines.covariance(baselines.pixel_chunks(3000, torch.device("cpu"), 1000)))
+    assert 0.58 < pca.explained < 0.66  # paper (A.3): 60.8 %
+    images = next(baselines.pixel_chunks(3000, torch.device("cpu"), 3000))
+    codes = pca(images)  # (3000, 10): the same images, whitened
+    assert codes.shape == (3000, 10)
+    assert torch.allclose(torch.cov(codes.T.double(), correction=0), torch.eye(10, dtype=torch.float64), atol=1e-3)
+
+
+def amari_error(P: torch.Tensor) -> float:
+    """0 when P (d, d) is a scaled permutation: every unmixed signal is one source."""
+    P, d = P.abs(), len(P)
+    rows = (P / P.max(1, keepdim=True).values).sum(1) - 1
+    cols = (P / P.max(0, keepdim=True).values).sum(0) - 1
+    return ((rows.sum() + cols.sum()) / (2 * d * (d - 1))).item()
+
+
+def test_baselines_fast_ica_recovers_mixed_non_gaussian_sources():
+    g = torch.Generator().manual_seed(2)
+    n = 20000
+    u = lambda: torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
+    sources = torch.stack([2 * u() - 1,  # uniform: sub-Gaussian
+                           u().log() - u().log(),  # Laplace: super-Gaussian
+                           u() ** 3], 1)  # skewed
+    mixing = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    ica = baselines.fast_ica(sources @ mixing.T)
+    assert ica.converged
+    assert amari_error(ica.unmixing @ mixing) < 0.1
+    assert amari_error(torch.eye(3) + 0.5) > 0.3  # a mixture is far from it
+
+
+def test_baselines_in_pair_keeps_every_factor_but_shape():
+    g = torch.Generator().manual_seed(3)
+    index = torch.randint(shapes.N_IMAGES, (6000,), generator=g)
+    moved = shapes.index_to_classes(baselines.in_pair(index, (0, 2), g))
+    assert torch.equal(moved[:, 1:], shapes.index_to_classes(index)[:, 1:])
+    assert set(moved[:, 0].tolist()) == {0, 2} and abs((moved[:, 0] == 2).float().mean() - 0.5) < 0.03
+
+
+def test_baselines_ground_truth_row_scores_at_least_99_percent(ground_truth):
+    assert torch.equal(baselines.ground_truth_codes(), ground_truth)
+    assert baselines.score_row(baselines.Row("ground truth", lambda: [ground_truth]), seeds=1, **SMALL)[0][0] >= 0.99
+    # every replica with every classifier seed
+    replicas = baselines.Row("two", lambda: [ground_truth, torch.zeros(shapes.N_IMAGES, 2)])
+    scores, accuracies = baselines.score_row(replicas, seeds=2, table2=True, n_train=100, n_test=100, steps=5)
+    assert len(scores) == 4 and scores[0] != scores[2] and len(accuracies) == 2
+    _, accuracies = baselines.score_row(replicas, seeds=1, table2=True, n_train=2000, n_test=500)
+    assert accuracies[0]["posX"] > 0.9 and accuracies[1]["posX"] < 0.1  # 1/32 by chance
+    table2 = baselines.format_table2([("PCA", accuracies[:1])], markdown=True).splitlines()
+    assert table2[0].startswith("| representation | shape (%)") and "(60.66)" in table2[2]
+
+
+def test_dcign_clamp_forward_and_backward_match_their_definitions():
+    z = torch.tensor([[1.0, 2.0, 3.0], [3.0, 6.0, -1.0]], requires_grad=True)  # (B = 2, M = 3)
+    active = torch.tensor([False, True, False])
+    out = baselines.Clamp.apply(z, active)
+    # forward: the active latent passes, the others become their batch means 2 and 1
+    assert torch.equal(out.detach(), torch.tensor([[2.0, 2.0, 1.0], [2.0, 6.0, 1.0]]))
+    out.backward(torch.tensor([[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]]))
+    # backward: the active latent gets the gradient from above, the clamped ones (z − z̄) / B
+    assert torch.equal(z.grad, torch.tensor([[-0.5, 20.0, 1.0], [0.5, 50.0, -1.0]]))
+
+
+def test_dcign_batches_vary_one_factor_and_every_latent_has_a_factor():
+    g = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        factor, c = baselines.clamped_batch(64, g)
+        others = [f for f in range(5) if f != factor]
+        assert (c[:, others] == c[0, others]).all() and len(c[:, factor].unique()) > 1
+        seen.add(factor)
+    assert seen == set(range(5)) == set(baselines.DCIGN_LATENTS)
+    assert sorted(i for latents in baselines.DCIGN_LATENTS.values() for i in latents) == list(range(10))
+
+
+def test_infogan_mutual_information_term_against_a_hand_computation():
+    c = torch.tensor([[0.5, -1.0], [0.5, -1.0]])
+    mu = torch.zeros(2, 2)
+    logvar = torch.tensor([[0.0, math.log(4.0)]] * 2)
+    # −log N(0.5; 0, 1) − log N(−1; 0, 4) = ½ log 2π + ⅛ + ½ log 2π + ½ log 4 + ⅛
+    hand = math.log(2 * math.pi) + 0.5 * math.log(4.0) + 0.25
+    assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(hand, rel=1e-6)
+    normal = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(-normal.log_prob(c).sum(1).mean().item())
+
+
+# ================================================================ Part 2: the harness (CLIs, bad input, safe files, stops and resumes)
+
+# ---------------------------------------------------------------- shapes.py
+
+@harness
+def test_npz_export_round_trips_on_a_slice(tmp_path):
+    path = tmp_path / "slice.npz"
+    start, stop = 300000, 302000
+    shapes.export_npz(str(path), start, stop)
+    data = np.load(path, allow_pickle=True, encoding="latin1")
+    assert data["imgs"].dtype == np.uint8 and data["imgs"].shape == (2000, 64, 64)
+    expected = shapes.render(shapes.index_to_classes(torch.arange(start, stop)))[:, 0].numpy()
+    assert np.array_equal(data["imgs"], expected.astype(np.uint8))
+    assert data["latents_classes"].shape == (2000, 6) and (data["latents_classes"][:, 0] == 0).all()
+    values = data["latents_values"]
+    assert (values[:, 0] == 1).all() and set(np.unique(values[:, 1])) <= {1.0, 2.0, 3.0}
+    assert list(data["metadata"][()]["latents_sizes"]) == [1, 3, 6, 40, 32, 32]
+    # and our loader serves those images behind the training interface
+    source = shapes.DSpritesNpz(str(path))
+    images, c = source.sample(64, torch.Generator().manual_seed(0))
+    assert torch.equal(images, shapes.render(c))
+    assert torch.equal(source.render(c), images)
+
+
+@harness
+def test_wrong_layout_npz_gives_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 64, 64), np.uint8))
+    with pytest.raises(ValueError, match="not a dSprites npz"):
+        shapes.load_npz(str(bad))
+    np.savez(bad, imgs=np.zeros((4, 32, 32), np.uint8), latents_classes=np.zeros((4, 6), np.int64))
+    with pytest.raises(ValueError, match="expected"):
+        shapes.load_npz(str(bad))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read"):
+        shapes.load_npz(str(tmp_path / "junk.npz"))
+
+
+@harness
+def test_shapes_cli_grid_and_bad_input(tmp_path):
+    png = tmp_path / "grid.png"
+    run_cli("shapes.py", "--grid", str(png))
+    assert Image.open(png).size == (10 * 66, 18 * 66)
+    assert_one_line_error(run_cli("shapes.py", "--grid", str(tmp_path / "no" / "dir.png"), check=False))
+    assert_one_line_error(run_cli("shapes.py", check=False))
+    assert_one_line_error(run_cli("shapes.py", "--benchmark", "--device", "nonsense", check=False))
+
+
+@harness
+def test_shapes_cli_compare_reports_iou_by_shape_and_overlays_the_worst(tmp_path):
+    png = tmp_path / "worst.png"
+    result = run_cli("shapes.py", "--compare", str(REAL_SAMPLE), "--overlay", str(png))
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if "IoU mean" in line}
+    assert set(lines) == {"square", "ellipse", "heart"} and "over 4 image(s)" in lines["heart"]
+    assert Image.open(png).size[0] >= 8 * 3 * 64  # the 8 lowest, enlarged 3x
+    # and it sees a difference: the same file with every image moved 2 px right
+    data = dict(np.load(REAL_SAMPLE))
+    data["imgs"] = np.roll(data["imgs"], 2, axis=2)
+    np.savez(tmp_path / "moved.npz", **data)
+    stats = shapes.compare(str(tmp_path / "moved.npz"), str(png))
+    assert all(mean < 0.9 for mean, _, _ in stats.values()), stats
+    np.savez(tmp_path / "bad.npz", images=np.zeros((4, 64, 64), np.uint8))
+    assert_one_line_error(run_cli("shapes.py", "--compare", str(tmp_path / "bad.npz"), check=False))
+
+
+@harness
+def test_export_to_an_unwritable_place_fails_at_once_and_a_failed_write_leaves_no_file(tmp_path):
+    assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path / "no" / "set.npz"), check=False))
+    assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path), check=False))
+    old = tmp_path / "set.npz"
+    old.write_bytes(b"the old file")
+
+    def fail(f) -> None:
+        f.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runs.write_atomically(str(old), fail)
+    assert old.read_bytes() == b"the old file" and [p.name for p in tmp_path.iterdir()] == ["set.npz"]
+
+
+@harness
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_render_on_cuda_equals_cpu():
+    c = shapes.sample_factors(5000, torch.Generator().manual_seed(5))
+    assert torch.equal(shapes.render(c.cuda()).cpu(), shapes.render(c))
+
+
+# ---------------------------------------------------------------- model.py (checkpoints), runs.py (devices)
+
+@harness
 def test_load_checkpoint_rejects_bad_files(tmp_path):
-    with pytest.raises(model.UsageError, match="no such"):
+    with pytest.raises(runs.UsageError, match="no such"):
         model.load_checkpoint(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(model.UsageError, match="not a readable"):
+    with pytest.raises(runs.UsageError, match="not a readable"):
         model.load_checkpoint(str(tmp_path / "junk.pt"))
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(model.UsageError, match="not a checkpoint of this project"):
+    with pytest.raises(runs.UsageError, match="not a checkpoint of this project"):
         model.load_checkpoint(str(tmp_path / "other.pt"))
 
 
-def test_train_and_every_cli_pick_devices_through_model_pick_device():
-    assert model.pick_device("cpu") == torch.device("cpu")
-    with pytest.raises(model.UsageError, match="unknown device"):
-        model.pick_device("tpu")
+@harness
+def test_train_and_every_cli_pick_devices_through_runs_pick_device():
+    assert runs.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(runs.UsageError, match="unknown device"):
+        runs.pick_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(model.UsageError, match="no CUDA"):
-            model.pick_device("cuda")
+        with pytest.raises(runs.UsageError, match="no CUDA"):
+            runs.pick_device("cuda")
 
 
 # ---------------------------------------------------------------- train.py
@@ -508,6 +753,7 @@ def huge_png(path: Path, side: int = 15000) -> None:
     path.write_bytes(bytes(data))
 
 
+@harness
 def test_train_cli_writes_a_checkpoint_that_loads(tmp_path):
     out = tmp_path / "ckpt.pt"
     result = train_cli(tmp_path, "--steps", "20", "--out", str(out))
@@ -520,6 +766,7 @@ def test_train_cli_writes_a_checkpoint_that_loads(tmp_path):
     assert not (tmp_path / "ckpt.pt.tmp").exists()
 
 
+@harness
 def test_eval_every_writes_the_score_into_the_log(tmp_path, monkeypatch, capsys, ground_truth):
     # no encoding: the ground truth, which scores 100 % (the metric's own tests encode)
     monkeypatch.setattr(metric, "encode_all", lambda encode, device, progress: ground_truth)
@@ -530,6 +777,7 @@ def test_eval_every_writes_the_score_into_the_log(tmp_path, monkeypatch, capsys,
     assert header[-1] == "score" and row5[-1] == "" and float(row10[-1]) == 1.0
 
 
+@harness
 def test_trainer_leaves_its_config_and_the_global_random_state_alone():
     config = train.make_config(train.build_parser().parse_args(["--batch-size", "8"]))
     before, rng = dict(config), torch.get_rng_state()
@@ -543,17 +791,19 @@ def test_trainer_leaves_its_config_and_the_global_random_state_alone():
     assert torch.equal(again.step()["loss"], train.Trainer(config, torch.device("cpu")).step()["loss"])
 
 
+@harness
 def test_scoring_during_training_leaves_the_training_noise_alone(monkeypatch, ground_truth):
     monkeypatch.setattr(metric, "encode_all", lambda encode, device, progress: ground_truth)  # no encoding
     net = model.BetaVAE("fc")
     torch.manual_seed(7)
     before = torch.get_rng_state()
-    assert train.disentanglement(net, torch.device("cpu")) > 0.9
+    assert metric.training_score(net, torch.device("cpu")) > 0.9
     assert torch.equal(torch.get_rng_state(), before) and net.training
 
 
+@harness
 def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_recipe(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(shapes, "PROGRESS_SECONDS", 0.0)  # as if every step took 10 s
+    monkeypatch.setattr(runs, "PROGRESS_SECONDS", 0.0)  # as if every step took 10 s
     train_in_process(monkeypatch, *SMALL_RUN, "--steps", "6", "--log-every", "5", "--out", str(tmp_path / "p.pt"))
     steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
     assert steps == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
@@ -563,6 +813,7 @@ def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_rec
     assert train.CPU_RECIPE in capsys.readouterr().out  # the paper's 300,000 steps, on a CPU
 
 
+@harness
 def test_resume_equals_an_unbroken_run(tmp_path):
     train_cli(tmp_path, "--steps", "20", "--out", str(tmp_path / "a.pt"), "--beta", "2")
     train_cli(tmp_path, "--steps", "10", "--out", str(tmp_path / "b.pt"), "--beta", "2")
@@ -578,6 +829,7 @@ def test_resume_equals_an_unbroken_run(tmp_path):
     assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
 
 
+@harness
 def test_ctrl_c_saves_a_checkpoint(tmp_path):
     out = tmp_path / "int.pt"
     proc = subprocess.Popen([sys.executable, "train.py", "--steps", "100000", "--log-every", "2",
@@ -594,6 +846,7 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     assert torch.load(out, weights_only=True)["step"] >= 2
 
 
+@harness
 def test_image_folder_run(tmp_path):
     folder = image_folder(tmp_path)
     out = tmp_path / "conv.pt"
@@ -655,6 +908,7 @@ def bad_input_files(tmp_path) -> dict[str, Path]:
             "run.csv": tmp_path / "run.csv"}
 
 
+@harness
 @pytest.mark.parametrize("args", bad_train_input("cli"))
 def test_train_bad_input_is_one_line(tmp_path, bad_input_files, args):
     args = [str(bad_input_files.get(a, a)) for a in args]
@@ -662,6 +916,7 @@ def test_train_bad_input_is_one_line(tmp_path, bad_input_files, args):
     assert_one_line_error(result)
 
 
+@harness
 @pytest.mark.parametrize("args", bad_train_input("main"))
 def test_train_cli_bad_input_is_one_line_in_process(tmp_path, monkeypatch, capsys, bad_input_files, args):
     args = [str(bad_input_files.get(a, a)) for a in args]
@@ -670,6 +925,7 @@ def test_train_cli_bad_input_is_one_line_in_process(tmp_path, monkeypatch, capsy
     main_error(monkeypatch, capsys, "train.py", "--steps", "2", "--log-every", "1", *args)
 
 
+@harness
 def test_train_refuses_an_existing_out_unless_resume_or_overwrite(tmp_path, monkeypatch, capsys):
     out = tmp_path / "quick.pt"
     train_in_process(monkeypatch, *SMALL_RUN, "--steps", "8", "--out", str(out))
@@ -683,6 +939,7 @@ def test_train_refuses_an_existing_out_unless_resume_or_overwrite(tmp_path, monk
     assert len((tmp_path / "quick.csv").read_text().splitlines()) == 2  # header and step 4
 
 
+@harness
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run(tmp_path, monkeypatch, unbroken_40, stop):
     out = tmp_path / "stopped.pt"
@@ -698,6 +955,7 @@ def test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run(tmp_
     assert_same_run(out, unbroken_40)
 
 
+@harness
 def test_train_refuses_a_second_run_on_one_out_and_after_sigkill_resumes_with_a_clean_log(
         tmp_path, monkeypatch, capsys, unbroken_40):
     out = tmp_path / "killed.pt"
@@ -715,6 +973,7 @@ def test_train_refuses_a_second_run_on_one_out_and_after_sigkill_resumes_with_a_
     assert steps == list(range(4, 41, 4))  # no step twice
 
 
+@harness
 def test_train_ctrl_c_during_scoring_keeps_the_score(tmp_path, monkeypatch):
     out = tmp_path / "scored.pt"
 
@@ -722,7 +981,7 @@ def test_train_ctrl_c_during_scoring_keeps_the_score(tmp_path, monkeypatch):
         signal.raise_signal(signal.SIGINT)  # Ctrl-C while the score is being computed
         return 0.5
 
-    monkeypatch.setattr(train, "disentanglement", score_and_interrupt)
+    monkeypatch.setattr(metric, "training_score", score_and_interrupt)
     config = train.make_config(train.build_parser().parse_args(
         ["--batch-size", "8", "--log-every", "2", "--eval-every", "4", "--steps", "40"]))
     with pytest.raises(SystemExit) as stop:
@@ -732,6 +991,7 @@ def test_train_ctrl_c_during_scoring_keeps_the_score(tmp_path, monkeypatch):
     assert torch.load(out, weights_only=True)["step"] == 4
 
 
+@harness
 def test_train_nan_stop_keeps_only_a_checkpoint_with_finite_weights(tmp_path, monkeypatch, capsys):
     out = tmp_path / "n.pt"
     err = main_error(monkeypatch, capsys, "train.py", "--lr", "1e300", "--steps", "3", "--log-every", "1",
@@ -740,14 +1000,16 @@ def test_train_nan_stop_keeps_only_a_checkpoint_with_finite_weights(tmp_path, mo
     assert not out.exists()  # the weights after step 1 are NaN: never saved as good
 
 
+@harness
 def test_train_resume_and_load_checkpoint_refuse_nan_weights(tmp_path, monkeypatch, capsys):
     path = nan_checkpoint(tmp_path / "nan.pt")
-    with pytest.raises(model.UsageError, match="NaN"):
+    with pytest.raises(runs.UsageError, match="NaN"):
         model.load_checkpoint(str(path))
     err = main_error(monkeypatch, capsys, "train.py", "--out", str(path), "--resume", "--steps", "2")
     assert "NaN" in err
 
 
+@harness
 def test_train_failed_save_keeps_the_last_checkpoint_and_a_symlink_at_a_temp_path_is_left_alone(tmp_path, monkeypatch):
     out = tmp_path / "full.pt"
     target = tmp_path / "precious.txt"
@@ -767,13 +1029,14 @@ def test_train_failed_save_keeps_the_last_checkpoint_and_a_symlink_at_a_temp_pat
     monkeypatch.setattr(torch, "save", disk_full)
     config = train.make_config(train.build_parser().parse_args(
         ["--batch-size", "8", "--log-every", "5", "--save-every", "10", "--steps", "30"]))
-    with train.out_lock(str(out)), pytest.raises(model.UsageError, match=r"cannot write checkpoint \(disk full\?\); step 10 kept"):
+    with runs.out_lock(str(out)), pytest.raises(runs.UsageError, match=r"cannot write checkpoint \(disk full\?\); step 10 kept"):
         train.train(config, str(out), torch.device("cpu"))
     assert not Path(f"{out}.lock").exists() and torch.load(out, weights_only=True)["step"] == 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["full.csv", "full.pt", "full.pt.tmp", "precious.txt"]
     assert target.read_text() == "keep me"
 
 
+@harness
 def test_train_resume_refuses_a_flag_that_would_change_the_run(monkeypatch, capsys, unbroken_40):
     before = unbroken_40.read_bytes()
     err = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "80", "--out", str(unbroken_40),
@@ -781,29 +1044,31 @@ def test_train_resume_refuses_a_flag_that_would_change_the_run(monkeypatch, caps
     assert "--beta 2.0" in err and unbroken_40.read_bytes() == before
 
 
+@harness
 def test_train_bf16_falls_back_to_fp32_where_it_is_slower(monkeypatch, capsys):
-    assert train.bf16_speedup(torch.device("cpu")) > 0  # the real measurement: a few ms
+    assert runs.bf16_speedup(torch.device("cpu")) > 0  # the real measurement: a few ms
     config = {"bf16": True}
-    monkeypatch.setattr(train, "bf16_speedup", lambda device: 0.3)
-    train.settle_bf16(config, torch.device("cpu"))
+    monkeypatch.setattr(runs, "bf16_speedup", lambda device: 0.3)
+    runs.settle_bf16(config, torch.device("cpu"))
     assert config == {"bf16": False, "bf16_slower": 3.33} and "training in fp32" in capsys.readouterr().out
     config = {"bf16": True}
-    monkeypatch.setattr(train, "bf16_speedup", lambda device: 2.0)
-    train.settle_bf16(config, torch.device("cpu"))
+    monkeypatch.setattr(runs, "bf16_speedup", lambda device: 2.0)
+    runs.settle_bf16(config, torch.device("cpu"))
     assert config == {"bf16": True}
 
 
+@harness
 def test_train_refuses_a_dsprites_npz_of_other_than_0_1_images(tmp_path):
     c = shapes.sample_factors(4, torch.Generator().manual_seed(0))
     latents = np.concatenate([np.zeros((4, 1), np.int64), c.numpy()], 1)
     images = shapes.render(c).squeeze(1).numpy()  # (4, 64, 64) in {0, 1}
     for name, imgs in (("floats", images * 0.9), ("bytes", (images * 255).astype(np.uint8))):
         np.savez(tmp_path / f"{name}.npz", imgs=imgs, latents_classes=latents)
-        with pytest.raises(model.UsageError, match="0 or 1"):
-            train.make_source({"dataset": "dsprites", "data": str(tmp_path / f"{name}.npz")}, torch.device("cpu"))
+        with pytest.raises(runs.UsageError, match="0 or 1"):
+            shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / f"{name}.npz")}, torch.device("cpu"))
     np.save(tmp_path / "imgs.npy", images)
-    with pytest.raises(model.UsageError, match="not an npz"):
-        train.make_source({"dataset": "dsprites", "data": str(tmp_path / "imgs.npy")}, torch.device("cpu"))
+    with pytest.raises(runs.UsageError, match="not an npz"):
+        shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / "imgs.npy")}, torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- train.py: the protocol (A.4), stacked replicas
@@ -814,6 +1079,7 @@ def replica_config(beta: float, seed: int, *flags: str) -> dict:
     return train.make_config(args)
 
 
+@harness
 @pytest.mark.parametrize("optimizer", [("--optimizer", "adagrad", "--lr", "1e-2"), ("--optimizer", "adam", "--lr", "1e-3")])
 def test_stacked_replicas_step_as_separate_runs_do(optimizer):
     configs = [replica_config(beta, seed, *optimizer) for beta, seed in ((4.0, 0), (1.0, 1), (4.0, 2))]
@@ -853,6 +1119,7 @@ STACKED = ("--batch-size", "8", "--log-every", "3", "--save-every", "1000", "--t
            "--beta", "1", "4", "--seeds", "0", "--stack", "yes")
 
 
+@harness
 def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints(tmp_path, monkeypatch):
     train_in_process(monkeypatch, *STACKED, "--steps", "12", "--out", str(tmp_path / "unbroken"))
     stepped = train.StackedTrainer.step
@@ -882,6 +1149,7 @@ def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_che
     assert [row.label for row in rows] == ["VAE (β = 1)", "β-VAE (β = 4)"]
 
 
+@harness
 def test_the_protocol_runs_one_replica_after_another_on_a_cpu(tmp_path, monkeypatch, capsys):
     train_in_process(monkeypatch, *STACKED[:-2], "--seeds", "0,1", "--beta", "4", "--steps", "3", "--arch", "conv",
                      "--out", str(tmp_path / "p"))
@@ -895,6 +1163,7 @@ def test_the_protocol_runs_one_replica_after_another_on_a_cpu(tmp_path, monkeypa
     main_error(monkeypatch, capsys, "train.py", *STACKED, "--steps", "3", "--arch", "conv", "--out", str(tmp_path / "c"))
 
 
+@harness
 def test_gpu_check_script_dry_run_on_a_cpu(tmp_path):
     check = tmp_path / "check"  # one replica, 2 steps: the script's every stage, most of its time encoding all images
     env = {**os.environ, "DEVICE": "cpu", "BETAS": "4", "SEEDS": "0", "STEPS": "2", "BUDGET": "600", "SCORE_SECONDS": "0"}
@@ -910,71 +1179,9 @@ def test_gpu_check_script_dry_run_on_a_cpu(tmp_path):
 
 # ---------------------------------------------------------------- metric.py
 
-SMALL = dict(n_train=2000, n_test=1000, steps=1000)
-
-
-def test_ground_truth_scores_at_least_99_percent(ground_truth):
-    assert metric.disentanglement_score(ground_truth, **SMALL) >= 0.99
-    assert metric.disentanglement_score(ground_truth, factors=(0, 1, 2, 3, 4), **SMALL) >= 0.99
-
-
-def test_random_and_constant_codes_score_at_chance():
-    noise = torch.randn(shapes.N_IMAGES, 10, generator=torch.Generator().manual_seed(0))
-    assert abs(metric.disentanglement_score(noise, **SMALL) - 0.25) <= 0.1
-    assert abs(metric.disentanglement_score(torch.zeros(shapes.N_IMAGES, 10), **SMALL) - 0.25) <= 0.05
-
-
-def test_rotated_ground_truth_scores_below_ground_truth(ground_truth):
-    # Independence alone is not disentanglement (Sec. 3): a rotation of the factors keeps them
-    # decodable but mixes every factor into every dimension.
-    standard = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
-    rotation = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1)))[0]
-    # At L = 64 the metric saturates (a rotation still scores 93-100 %); at L = 16 it does not.
-    rotated = metric.disentanglement_score(standard @ rotation, L=16, **SMALL)
-    assert rotated < metric.disentanglement_score(standard, L=16, **SMALL) - 0.1
-
-
-def test_same_seed_same_score_and_z_diff_definition(ground_truth):
-    codes = torch.randn(shapes.N_IMAGES, 3, generator=torch.Generator().manual_seed(2))
-    a = metric.disentanglement_score(codes, seed=5, **SMALL)
-    assert a == metric.disentanglement_score(codes, seed=5, **SMALL)
-    # z_diff against Eq. 5 by hand: the ground-truth difference on the fixed factor is 0
-    z_diff, y = metric.z_diff_points(ground_truth, 50, 8, (1, 2, 3, 4), torch.Generator().manual_seed(3))
-    assert z_diff.shape == (50, 5) and (z_diff[torch.arange(50), y] == 0).all()
-    assert (z_diff[:, 0] > 0).float().mean() > 0.8  # shape is free to vary
-
-
-def test_callable_codes_equal_a_table():
-    table = torch.randn(shapes.N_IMAGES, 4, generator=torch.Generator().manual_seed(4))
-    assert metric.disentanglement_score(table, **SMALL) == \
-        metric.disentanglement_score(lambda index: table[index], **SMALL)
-
-
-def test_mig_high_on_ground_truth_zero_when_duplicated(ground_truth):
-    assert metric.mig(ground_truth) > 0.8
-    assert metric.mig(torch.cat([ground_truth, ground_truth], 1)) == pytest.approx(0, abs=1e-6)
-
-
-def test_factor_vae_metric_high_on_ground_truth_chance_on_constants(ground_truth):
-    assert metric.factor_vae_score(ground_truth, n_train=2000, n_test=1000) >= 0.99
-    assert abs(metric.factor_vae_score(torch.zeros(shapes.N_IMAGES, 4), n_train=2000, n_test=1000) - 0.2) < 0.05
-
-
-def test_factor_classification_reads_single_codes(ground_truth):
-    accuracy = metric.factor_classification(ground_truth, n_train=1000, n_test=500, steps=100)
-    assert set(accuracy) == set(shapes.FACTOR_NAMES)
-    assert accuracy["shape"] > 0.6  # chance is 1/3
-    noise = metric.factor_classification(torch.randn(shapes.N_IMAGES, 3), n_train=1000, n_test=500, steps=100)
-    assert noise["posX"] < 0.1  # noise carries nothing: chance is 1/32
-
-
-def test_a4_protocol_drops_the_bottom_half():
-    mean, std, kept = metric.a4_protocol([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])
-    assert kept == [0.9, 0.8, 0.7] and mean == pytest.approx(0.8) and std == pytest.approx((2 / 300) ** 0.5)
-
-
+@harness
 def test_encode_all_rows_follow_deepmind_order_and_report_progress(monkeypatch):
-    monkeypatch.setattr(shapes, "PROGRESS_SECONDS", 0.0)  # a line after every batch
+    monkeypatch.setattr(runs, "PROGRESS_SECONDS", 0.0)  # a line after every batch
     lines = []
     codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536,  # pixel count
                               progress=lines.append)
@@ -1001,6 +1208,7 @@ def fake_encode_all(calls: list, codes: torch.Tensor):
     return encode_all
 
 
+@harness
 def test_checkpoint_codes_are_cached_beside_it_and_rebuilt_when_its_weights_change(tmp_path, monkeypatch, ground_truth):
     calls = []
     monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, ground_truth))
@@ -1032,6 +1240,7 @@ def test_checkpoint_codes_are_cached_beside_it_and_rebuilt_when_its_weights_chan
     assert "not cached" in lines[-1]
 
 
+@harness
 def test_metric_cli_scores_a_checkpoint_from_its_cache_in_context_and_rejects_bad_input(tmp_path, monkeypatch, capsys, ground_truth):
     out = shapes_checkpoint(tmp_path / "m.pt")
     net, _ = model.load_checkpoint(str(out))
@@ -1053,6 +1262,7 @@ def test_metric_cli_scores_a_checkpoint_from_its_cache_in_context_and_rejects_ba
     assert "not of 2D shapes" in main_error(monkeypatch, capsys, "metric.py", str(conv), "--device", "cpu")
 
 
+@harness
 def test_metric_in_context_names_the_papers_rows_and_ours_at_the_same_L():
     assert metric.PAPER["β-VAE (β = 4)"] == (99.23, 0.1) and baselines.PAPER is metric.PAPER
     line = metric.in_context(16, metric.PAPER_FACTORS)
@@ -1063,6 +1273,7 @@ def test_metric_in_context_names_the_papers_rows_and_ours_at_the_same_L():
     assert "do not apply" in metric.in_context(16, (0,) + metric.PAPER_FACTORS)  # the rows are of four factors
 
 
+@harness
 def test_metric_dlib_applies_disentanglement_libs_settings_to_every_metric(tmp_path, monkeypatch, capsys, ground_truth):
     assert metric.mig(ground_truth, n_images=10000) > 0.8  # MIG from 10,000 images, entropies from them too
     assert metric.mig(torch.cat([ground_truth, ground_truth], 1), n_images=10000) == pytest.approx(0, abs=1e-6)
@@ -1081,8 +1292,9 @@ def test_metric_dlib_applies_disentanglement_libs_settings_to_every_metric(tmp_p
     main_error(monkeypatch, capsys, "metric.py", str(ckpt), "--dlib", "--L", "16", "--device", "cpu")
 
 
-def test_metric_copied_with_shapes_and_model_alone_scores_codes(tmp_path):
-    for name in ("metric.py", "shapes.py", "model.py"):
+@harness
+def test_metric_copied_with_shapes_model_and_runs_alone_scores_codes(tmp_path):
+    for name in ("metric.py", "shapes.py", "model.py", "runs.py"):
         (tmp_path / name).write_text((HERE / name).read_text())
     script = ("import sys, torch, metric, shapes\n"
               "codes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()\n"
@@ -1096,6 +1308,7 @@ def test_metric_copied_with_shapes_and_model_alone_scores_codes(tmp_path):
     assert "no such checkpoint" in result.stderr
 
 
+@harness
 def test_metric_refuses_a_checkpoint_with_nan_weights_at_load(tmp_path, monkeypatch, capsys):
     err = main_error(monkeypatch, capsys, "metric.py", str(nan_checkpoint(tmp_path / "nan.pt")), "--device", "cpu")
     assert "NaN" in err
@@ -1103,6 +1316,7 @@ def test_metric_refuses_a_checkpoint_with_nan_weights_at_load(tmp_path, monkeypa
 
 # One test for three CLIs, here with the first: metric.py, traverse.py and baselines.py refuse the same bad
 # --device and counts.
+@harness
 @pytest.mark.parametrize("script, args", [
     ("metric.py", ["unread.pt", "--device", "cuda:99"]),
     ("metric.py", ["unread.pt", "--seeds", "0"]),
@@ -1129,6 +1343,7 @@ def traverse_checkpoint(tmp_path_factory) -> Path:
     return out
 
 
+@harness
 def test_traverse_cli_writes_the_traversals_beside_the_checkpoint(traverse_checkpoint):
     result = run_cli("traverse.py", str(traverse_checkpoint), "--only", "traversal", "--steps", "5", "--device", "cpu")
     assert "latents by mean KL" in result.stdout
@@ -1143,6 +1358,7 @@ def test_traverse_cli_writes_the_traversals_beside_the_checkpoint(traverse_check
     assert gif.size == (traverse.LABEL_WIDTH + G + 3 * C, 2 * L + G + 10 * C)
 
 
+@harness
 def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
     folder = image_folder(tmp_path, (70, 80))
     ckpt = tmp_path / "conv.pt"
@@ -1160,47 +1376,7 @@ def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
     assert Image.open(out / "samples.png").mode == "RGB"
 
 
-def test_traverse_a_latent_the_decoder_ignores_barely_changes_the_image():
-    torch.manual_seed(0)
-    net = model.BetaVAE("fc", latents=4).eval()
-    with torch.no_grad():
-        last = net.encoder[-1]  # rows 0-3 give mu, rows 4-7 logvar
-        last.weight[[1, 5]] = 0  # q(z1|x) = N(0, 1) = p(z1): KL 0
-        last.bias[[1, 5]] = 0
-        last.weight[0] *= 50  # z0 varies across images: the top latent
-        net.decoder[0].weight[:, 1] = 0  # the decoder ignores z1 ...
-        net.decoder[0].weight[:, 0] *= 5  # ... and listens to z0
-    x = shapes.render(shapes.sample_factors(512, torch.Generator().manual_seed(0)))
-    kl = traverse.latent_kl(net, x)
-    assert kl[1] < 1e-6 and kl.argmax() == 0
-    mu, _ = traverse.encode(net, x[:3])
-    images = traverse.traversal(net, mu, steps=5)
-    assert images.shape == (3, 4, 5, 1, 64, 64)
-    change = (images - images[:, :, :1]).abs().mean((0, 2, 3, 4, 5))  # (M,) mean pixel change along each row
-    assert change[1] < 1e-6 and change[0] > 0.01, change
-
-
-def test_traverse_response_map_of_a_code_equal_to_posx_is_a_ramp(tmp_path):
-    c = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))
-    codes = torch.stack([c[:, 3].float(), c[:, 1].float()], 1)  # z0 = posX, z1 = scale
-    r = traverse.response_maps(codes, torch.tensor([1.0, 2.0]), tmp_path / "maps.png")
-    ramp = torch.arange(32.0).expand(32, 32)  # 0 .. 31 left to right, the same down every row
-    assert torch.allclose(r["position"][0], ramp)
-    assert torch.allclose(r["scale"][0], torch.full((3, 6), 15.5))
-    assert torch.allclose(r["rotation"][0], torch.full((3, 40), 15.5))
-    assert torch.allclose(r["scale"][1], torch.arange(6.0).expand(3, 6))
-    assert torch.allclose(r["position"][1], torch.full((32, 32), 2.5))
-    picture = Image.open(tmp_path / "maps.png").convert("RGB")
-    width, height = picture.size
-    assert height == 2 * traverse.LINE + 2 * traverse.MAP_ROW
-    assert width >= traverse.LABEL_WIDTH + traverse.HEAT + 2 * traverse.PLOT[0]
-    # each row's colour bar: the highest value's colour at its top, the lowest's at its bottom
-    bar = traverse.LABEL_WIDTH + traverse.HEAT + traverse.SPACE // 2 + traverse.BAR[0] // 2
-    top = 2 * traverse.LINE + 4
-    (r_top, _, b_top), (r_bottom, _, b_bottom) = (picture.getpixel((bar, y)) for y in (top + 1, top + traverse.PLOT[1] - 10))
-    assert r_top > 200 > b_top + 150 and b_bottom > 100 > r_bottom + 50  # red at the top, dark blue at the bottom
-
-
+@harness
 def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_written(tmp_path, monkeypatch, capsys, ground_truth):
     ckpt = shapes_checkpoint(tmp_path / "m.pt")
     calls = []
@@ -1218,6 +1394,7 @@ def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_wr
     assert len(calls) == 2
 
 
+@harness
 def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(tmp_path):
     log = tmp_path / "b4.csv"
     log.write_text("step,samples,seconds,loss,score\n250,64000,60.0,150.0,1.0\n500,128000,120.0,140.0,\n"
@@ -1235,6 +1412,7 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
         assert_one_line_error(run_cli("traverse.py", *args, check=False))
 
 
+@harness
 @pytest.mark.parametrize("args", [
     ("MISSING",),
     ("CORRUPT",),
@@ -1251,6 +1429,7 @@ def test_traverse_bad_input_is_one_line(tmp_path, traverse_checkpoint, args):
     assert result.stderr.startswith("traverse.py: error:")
 
 
+@harness
 def test_traverse_refuses_nan_weights_and_a_log_without_seconds(tmp_path, monkeypatch, capsys):
     err = main_error(monkeypatch, capsys, "traverse.py", str(nan_checkpoint(tmp_path / "nan.pt")), "--device", "cpu")
     assert "NaN" in err and not (tmp_path / "nan_figures").exists()
@@ -1259,8 +1438,9 @@ def test_traverse_refuses_nan_weights_and_a_log_without_seconds(tmp_path, monkey
     assert "seconds" in main_error(monkeypatch, capsys, "traverse.py", "--curves", str(log), "--out", str(tmp_path / "c.png"))
 
 
+@harness
 def test_traverse_needs_two_steps_and_a_seed(capsys):
-    with pytest.raises(model.UsageError, match="at least 2"):
+    with pytest.raises(runs.UsageError, match="at least 2"):
         traverse.figures(traverse.build_parser().parse_args(["unread.pt", "--steps", "1"]))
     with pytest.raises(SystemExit):
         traverse.build_parser().parse_args(["unread.pt", "--seeds", "0"])
@@ -1269,85 +1449,7 @@ def test_traverse_needs_two_steps_and_a_seed(capsys):
 
 # ---------------------------------------------------------------- baselines.py
 
-def test_baselines_pca_matches_numpy_svd():
-    g = torch.Generator().manual_seed(0)
-    mixing = torch.randn(20, 20, generator=g, dtype=torch.float64)
-    x = torch.randn(400, 20, generator=g, dtype=torch.float64) @ mixing + 3
-    pca = baselines.fit_pca(*baselines.covariance([x]), k=5)
-    _, s, vt = np.linalg.svd((x - x.mean(0)).numpy(), full_matrices=False)
-    projection = vt[:5].T @ vt[:5]  # onto the top-5 subspace, whatever the signs and the basis
-    assert np.allclose((pca.components.T @ pca.components).numpy(), projection, atol=1e-6)
-    assert pca.explained == pytest.approx((s[:5] ** 2).sum() / (s ** 2).sum(), abs=1e-8)
-    whitened = torch.cov(pca(x).T, correction=0)
-    assert torch.allclose(whitened, torch.eye(5, dtype=torch.float64), atol=1e-6)
-
-
-def test_baselines_chunked_covariance_equals_direct():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(1000, 12, generator=g, dtype=torch.float64) * torch.arange(1, 13) + 5
-    mean, cov = baselines.covariance(x.split(300))  # 4 chunks, the last one short
-    assert torch.allclose(mean, x.mean(0)) and torch.allclose(cov, torch.cov(x.T, correction=0), atol=1e-10)
-    # image chunks in float32 sharing one buffer (a band of pixels, for speed): the sums of counts are exact
-    band = lambda chunks: (c[:, 1900:2200] for c in chunks)  # noqa: E731
-    chunked = baselines.covariance(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=400)))
-    images = next(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=1500))).double()
-    assert images.sum() > 0
-    assert torch.allclose(chunked[0], images.mean(0), atol=1e-12)
-    assert torch.allclose(chunked[1], torch.cov(images.T, correction=0), atol=1e-12)
-
-
-def test_baselines_pca_of_the_images_explains_about_60_percent():
-    pca = baselines.fit_pca(*baselines.covariance(baselines.pixel_chunks(3000, torch.device("cpu"), 1000)))
-    assert 0.58 < pca.explained < 0.66  # paper (A.3): 60.8 %
-    images = next(baselines.pixel_chunks(3000, torch.device("cpu"), 3000))
-    codes = pca(images)  # (3000, 10): the same images, whitened
-    assert codes.shape == (3000, 10)
-    assert torch.allclose(torch.cov(codes.T.double(), correction=0), torch.eye(10, dtype=torch.float64), atol=1e-3)
-
-
-def amari_error(P: torch.Tensor) -> float:
-    """0 when P (d, d) is a scaled permutation: every unmixed signal is one source."""
-    P, d = P.abs(), len(P)
-    rows = (P / P.max(1, keepdim=True).values).sum(1) - 1
-    cols = (P / P.max(0, keepdim=True).values).sum(0) - 1
-    return ((rows.sum() + cols.sum()) / (2 * d * (d - 1))).item()
-
-
-def test_baselines_fast_ica_recovers_mixed_non_gaussian_sources():
-    g = torch.Generator().manual_seed(2)
-    n = 20000
-    u = lambda: torch.rand(n, generator=g, dtype=torch.float64)  # noqa: E731
-    sources = torch.stack([2 * u() - 1,  # uniform: sub-Gaussian
-                           u().log() - u().log(),  # Laplace: super-Gaussian
-                           u() ** 3], 1)  # skewed
-    mixing = torch.randn(3, 3, generator=g, dtype=torch.float64)
-    ica = baselines.fast_ica(sources @ mixing.T)
-    assert ica.converged
-    assert amari_error(ica.unmixing @ mixing) < 0.1
-    assert amari_error(torch.eye(3) + 0.5) > 0.3  # a mixture is far from it
-
-
-def test_baselines_in_pair_keeps_every_factor_but_shape():
-    g = torch.Generator().manual_seed(3)
-    index = torch.randint(shapes.N_IMAGES, (6000,), generator=g)
-    moved = shapes.index_to_classes(baselines.in_pair(index, (0, 2), g))
-    assert torch.equal(moved[:, 1:], shapes.index_to_classes(index)[:, 1:])
-    assert set(moved[:, 0].tolist()) == {0, 2} and abs((moved[:, 0] == 2).float().mean() - 0.5) < 0.03
-
-
-def test_baselines_ground_truth_row_scores_at_least_99_percent(ground_truth):
-    assert torch.equal(baselines.ground_truth_codes(), ground_truth)
-    assert baselines.score_row(baselines.Row("ground truth", lambda: [ground_truth]), seeds=1, **SMALL)[0][0] >= 0.99
-    # every replica with every classifier seed
-    replicas = baselines.Row("two", lambda: [ground_truth, torch.zeros(shapes.N_IMAGES, 2)])
-    scores, accuracies = baselines.score_row(replicas, seeds=2, table2=True, n_train=100, n_test=100, steps=5)
-    assert len(scores) == 4 and scores[0] != scores[2] and len(accuracies) == 2
-    _, accuracies = baselines.score_row(replicas, seeds=1, table2=True, n_train=2000, n_test=500)
-    assert accuracies[0]["posX"] > 0.9 and accuracies[1]["posX"] < 0.1  # 1/32 by chance
-    table2 = baselines.format_table2([("PCA", accuracies[:1])], markdown=True).splitlines()
-    assert table2[0].startswith("| representation | shape (%)") and "(60.66)" in table2[2]
-
-
+@harness
 def test_baselines_table_formats_ours_beside_the_paper():
     text = baselines.format_table([("PCA", [0.8, 0.9]), ("mine", [0.5])], markdown=True)
     lines = text.splitlines()
@@ -1359,6 +1461,7 @@ def test_baselines_table_formats_ours_beside_the_paper():
     assert traverse.split_checkpoint("β-VAE (β = 4)=runs/a.pt") == ("β-VAE (β = 4)", "runs/a.pt")
 
 
+@harness
 def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_path, monkeypatch, ground_truth):
     for name, beta in (("a", 4.0), ("b", 1.0), ("c", 1.0)):
         torch.save({"model": model.BetaVAE("fc").state_dict(),
@@ -1377,6 +1480,7 @@ def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_
     assert len(list(rows[0].codes())) == 1 and len(calls) == 4
 
 
+@harness
 def test_baselines_cli_table_and_bad_input(tmp_path):
     result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "2", "--n-train", "300",
                      "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu", "--table2", "--a4",
@@ -1399,40 +1503,7 @@ def test_baselines_cli_table_and_bad_input(tmp_path):
         assert bad.stderr.startswith("baselines.py: error:")
 
 
-def test_dcign_clamp_forward_and_backward_match_their_definitions():
-    z = torch.tensor([[1.0, 2.0, 3.0], [3.0, 6.0, -1.0]], requires_grad=True)  # (B = 2, M = 3)
-    active = torch.tensor([False, True, False])
-    out = baselines.Clamp.apply(z, active)
-    # forward: the active latent passes, the others become their batch means 2 and 1
-    assert torch.equal(out.detach(), torch.tensor([[2.0, 2.0, 1.0], [2.0, 6.0, 1.0]]))
-    out.backward(torch.tensor([[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]]))
-    # backward: the active latent gets the gradient from above, the clamped ones (z − z̄) / B
-    assert torch.equal(z.grad, torch.tensor([[-0.5, 20.0, 1.0], [0.5, 50.0, -1.0]]))
-
-
-def test_dcign_batches_vary_one_factor_and_every_latent_has_a_factor():
-    g = torch.Generator().manual_seed(0)
-    seen = set()
-    for _ in range(40):
-        factor, c = baselines.clamped_batch(64, g)
-        others = [f for f in range(5) if f != factor]
-        assert (c[:, others] == c[0, others]).all() and len(c[:, factor].unique()) > 1
-        seen.add(factor)
-    assert seen == set(range(5)) == set(baselines.DCIGN_LATENTS)
-    assert sorted(i for latents in baselines.DCIGN_LATENTS.values() for i in latents) == list(range(10))
-
-
-def test_infogan_mutual_information_term_against_a_hand_computation():
-    c = torch.tensor([[0.5, -1.0], [0.5, -1.0]])
-    mu = torch.zeros(2, 2)
-    logvar = torch.tensor([[0.0, math.log(4.0)]] * 2)
-    # −log N(0.5; 0, 1) − log N(−1; 0, 4) = ½ log 2π + ⅛ + ½ log 2π + ½ log 4 + ⅛
-    hand = math.log(2 * math.pi) + 0.5 * math.log(4.0) + 0.25
-    assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(hand, rel=1e-6)
-    normal = torch.distributions.Normal(mu, (0.5 * logvar).exp())
-    assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(-normal.log_prob(c).sum(1).mean().item())
-
-
+@harness
 @pytest.mark.parametrize("name", ["dcign", "infogan"])
 def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, name):
     out = tmp_path / f"{name}.pt"
@@ -1458,6 +1529,7 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, na
     assert "baselines.py --table" in bad.stderr
 
 
+@harness
 def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(tmp_path, monkeypatch):
     for name in ("dcign", "infogan"):
         torch.save({"model": baselines.TRAINED[name].model().state_dict(), "config": {"baseline": name}},

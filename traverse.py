@@ -12,7 +12,7 @@ ticks, axis names, the response maps' colour bar (the value of mu), KL in nats.
 
 The response maps read the checkpoint's codes through metric.checkpoint_codes: cached beside it
 as <stem>.codes.pt (--no-cache: encode afresh). Needs shapes.py, model.py, loss.py, metric.py
-and train.py beside it (pillow for the pictures).
+and runs.py beside it (pillow for the pictures).
 
     python traverse.py ckpt.pt                       # every figure, into ckpt_figures/
     python traverse.py ckpt.pt --only traversal --steps 7 --out figs
@@ -32,8 +32,8 @@ from PIL import Image, ImageDraw, ImageFont
 import loss as objective
 import metric
 import shapes
-from model import BetaVAE, UsageError, cli_errors, load_checkpoint, pick_device, positive_int, seed_arg, set_threads
-from train import ImageFolder, make_source
+from model import BetaVAE, load_checkpoint
+from runs import UsageError, cli_errors, pick_device, positive_int, seed_arg, set_threads
 
 TRAVERSAL_RANGE = 3.0  # Figs. 1–4, 7: each latent swept over [−3, 3], the prior's ±3σ
 KL_IMAGES = 4096  # images whose mean KL per latent orders the rows
@@ -186,59 +186,63 @@ def response_maps(codes: torch.Tensor, kl: torch.Tensor, path: Path) -> dict[str
     responses = latent_responses(codes)
     D = responses["position"].shape[0]
     top = 2 * LINE
-    height = top + D * MAP_ROW
     bar_x = LABEL_WIDTH + HEAT + SPACE // 2
     columns = (LABEL_WIDTH, bar_x + sum(BAR) + SPACE, bar_x + sum(BAR) + PLOT[0] + 2 * SPACE)
-    width = columns[2] + PLOT[0] + SPACE
-    canvas = Image.new("RGB", (width, height), "white")
+    canvas = Image.new("RGB", (columns[2] + PLOT[0] + SPACE, top + D * MAP_ROW), "white")
     draw, f = ImageDraw.Draw(canvas), font()
-    headers = ("mean mu by position", "mu by scale", "mu by rotation")
-    for x, text in zip(columns, headers):
+    for x, text in zip(columns, ("mean mu by position", "mu by scale", "mu by rotation")):
         draw.text((x, 2), text, fill="black", font=f)
     draw.text((4, 2), "latent, KL (nats)", fill="grey", font=f)
     x = columns[1]
     for name, colour in zip(shapes.SHAPE_NAMES, SHAPE_COLOURS):
         draw.text((x, LINE + 1), name, fill=colour, font=f)
         x += draw.textlength(name, font=f) + 10
-    ramp = heat_colour(np.linspace(1, 0, PLOT[1] - 8))[:, None, :].repeat(BAR[0], 1)  # (H, w, 3): high at the top
-
-    def ticks(x0: float, x1: float, y: float, labels: list[str]) -> None:
-        """Tick marks below an axis from x0 to x1, evenly spaced, each with its label centred under it."""
-        for x, label in zip(np.linspace(x0, x1, len(labels)).tolist(), labels):
-            draw.line([(x, y), (x, y + TICK)], fill="grey")
-            draw.text((x - draw.textlength(label, font=f) / 2, y + TICK), label, fill="black", font=f)
-
     for row, i in enumerate(kl.argsort(descending=True).tolist()):
-        y = top + row * MAP_ROW
-        # One scale per latent for its map and both curves, so that a factor it ignores draws flat.
-        lo = min(r[i].min().item() for r in responses.values())
-        hi = max(r[i].max().item() for r in responses.values())
-        span = max(hi - lo, 1e-6)
-        draw.text((4, y + HEAT // 2 - LINE // 2), f"z{i}  {kl[i]:.2f}", fill="black", font=f)
-        heat = heat_colour(((responses["position"][i] - lo) / span).numpy())  # (32, 32, 3)
-        canvas.paste(Image.fromarray(heat).resize((HEAT, HEAT), Image.NEAREST), (columns[0], y))
-        cell = HEAT / 32  # the ticks sit on the centres of the first and last positions
-        ticks(columns[0] + cell / 2, columns[0] + HEAT - cell / 2, y + HEAT, ["posX 0", "1"])
-        for label, v in (("posY 0", y + cell / 2), ("1", y + HEAT - cell / 2)):
-            draw.line([(columns[0] - TICK, v), (columns[0], v)], fill="grey")
-            draw.text((columns[0] - TICK - 2 - draw.textlength(label, font=f), v - LINE / 2), label, fill="black", font=f)
-        canvas.paste(Image.fromarray(ramp), (bar_x, y + 4))  # the bar spans the curves' value range
-        draw.rectangle((bar_x, y + 4, bar_x + BAR[0], y + PLOT[1] - 4), outline="grey")
-        for value, v in ((hi, y + 4), ((lo + hi) / 2, y + PLOT[1] / 2), (lo, y + PLOT[1] - 4)):
-            draw.line([(bar_x + BAR[0], v), (bar_x + BAR[0] + TICK, v)], fill="grey")
-            draw.text((bar_x + BAR[0] + TICK + 2, v - LINE / 2), f"{value:.2f}", fill="black", font=f)
-        for x0, curves, labels in zip(columns[1:], (responses["scale"][i], responses["rotation"][i]),
-                                      (["0.5", "scale", "1"], ["0", "rotation", "2pi"])):
-            draw.rectangle((x0, y, x0 + PLOT[0], y + PLOT[1]), outline="grey")
-            for v in (y + 4, y + PLOT[1] / 2, y + PLOT[1] - 4):  # the colour bar's values, on the same scale
-                draw.line([(x0, v), (x0 + TICK, v)], fill="grey")
-            xs = np.linspace(x0 + 4, x0 + PLOT[0] - 4, curves.shape[1])
-            ticks(x0 + 4, x0 + PLOT[0] - 4, y + PLOT[1], labels)
-            for curve, colour in zip(curves, SHAPE_COLOURS):
-                ys = y + PLOT[1] - 4 - (curve.numpy() - lo) / span * (PLOT[1] - 8)  # y grows down
-                draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
+        response_row(canvas, {k: r[i] for k, r in responses.items()}, f"z{i}  {kl[i]:.2f}", top + row * MAP_ROW, columns)
     canvas.save(path)
     return responses
+
+
+def ticks(draw: ImageDraw.ImageDraw, x0: float, x1: float, y: float, labels: list[str]) -> None:
+    """Tick marks below an axis from x0 to x1, evenly spaced, each with its label centred under it."""
+    f = font()
+    for x, label in zip(np.linspace(x0, x1, len(labels)).tolist(), labels):
+        draw.line([(x, y), (x, y + TICK)], fill="grey")
+        draw.text((x - draw.textlength(label, font=f) / 2, y + TICK), label, fill="black", font=f)
+
+
+def response_row(canvas: Image.Image, response: dict[str, torch.Tensor], label: str, y: int,
+                 columns: tuple[int, int, int]) -> None:
+    """One latent's row of the response maps at height y: its position map, colour bar and two curves."""
+    draw, f = ImageDraw.Draw(canvas), font()
+    # One scale for the map and both curves, so that a factor the latent ignores draws flat.
+    lo, hi = min(r.min().item() for r in response.values()), max(r.max().item() for r in response.values())
+    span = max(hi - lo, 1e-6)
+    draw.text((4, y + HEAT // 2 - LINE // 2), label, fill="black", font=f)
+    heat = heat_colour(((response["position"] - lo) / span).numpy())  # (32, 32, 3)
+    canvas.paste(Image.fromarray(heat).resize((HEAT, HEAT), Image.NEAREST), (columns[0], y))
+    cell = HEAT / 32  # the ticks sit on the centres of the first and last positions
+    ticks(draw, columns[0] + cell / 2, columns[0] + HEAT - cell / 2, y + HEAT, ["posX 0", "1"])
+    for text, v in (("posY 0", y + cell / 2), ("1", y + HEAT - cell / 2)):
+        draw.line([(columns[0] - TICK, v), (columns[0], v)], fill="grey")
+        draw.text((columns[0] - TICK - 2 - draw.textlength(text, font=f), v - LINE / 2), text, fill="black", font=f)
+    bar_x = LABEL_WIDTH + HEAT + SPACE // 2
+    ramp = heat_colour(np.linspace(1, 0, PLOT[1] - 8))[:, None, :].repeat(BAR[0], 1)  # (H, w, 3): high at the top
+    canvas.paste(Image.fromarray(ramp), (bar_x, y + 4))  # the bar spans the curves' value range
+    draw.rectangle((bar_x, y + 4, bar_x + BAR[0], y + PLOT[1] - 4), outline="grey")
+    for value, v in ((hi, y + 4), ((lo + hi) / 2, y + PLOT[1] / 2), (lo, y + PLOT[1] - 4)):
+        draw.line([(bar_x + BAR[0], v), (bar_x + BAR[0] + TICK, v)], fill="grey")
+        draw.text((bar_x + BAR[0] + TICK + 2, v - LINE / 2), f"{value:.2f}", fill="black", font=f)
+    for x0, curves, labels in zip(columns[1:], (response["scale"], response["rotation"]),
+                                  (["0.5", "scale", "1"], ["0", "rotation", "2pi"])):
+        draw.rectangle((x0, y, x0 + PLOT[0], y + PLOT[1]), outline="grey")
+        for v in (y + 4, y + PLOT[1] / 2, y + PLOT[1] - 4):  # the colour bar's values, on the same scale
+            draw.line([(x0, v), (x0 + TICK, v)], fill="grey")
+        xs = np.linspace(x0 + 4, x0 + PLOT[0] - 4, curves.shape[1])
+        ticks(draw, x0 + 4, x0 + PLOT[0] - 4, y + PLOT[1], labels)
+        for curve, colour in zip(curves, SHAPE_COLOURS):
+            ys = y + PLOT[1] - 4 - (curve.numpy() - lo) / span * (PLOT[1] - 8)  # y grows down
+            draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
 
 
 def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
@@ -305,7 +309,7 @@ def learning_curves(specs: list[str], path: Path) -> None:
     canvas.save(path)
 
 
-def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | ImageFolder, n: int,
+def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder, n: int,
                 generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """The images whose codes the traversals start from: (S, C, 64, 64) and a name for each."""
     if config["dataset"] != "folder":  # one of each shape, mid scale, upright, centred
@@ -327,17 +331,8 @@ def figures(args: argparse.Namespace) -> None:
     except OSError as e:
         raise UsageError(f"cannot write figures to {out}: {e.strerror}") from None
     generator = torch.Generator().manual_seed(args.seed)
-    source = make_source(config, device)
-    draw = {name: args.only in (None, name) for name in ("traversal", "maps", "samples", "recon")}
-    written = []
-    say = metric.say
-    if draw["maps"] and config["dataset"] == "folder":
-        say("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
-        draw["maps"] = False
-    say(f"traverse.py: {', '.join(name for name, on in draw.items() if on) or 'no figures'} of {args.checkpoint} "
-        f"on {device}, {torch.get_num_threads()} CPU threads, into {out}/"
-        + ("; the maps read the codes cached beside the checkpoint, or encode all 737,280 images once"
-           if draw["maps"] and not args.no_cache else ""))
+    source = shapes.make_source(config, device)
+    draw, written, say = figure_plan(args, config, device, out), [], metric.say
     if draw["traversal"] or draw["maps"]:
         x, _ = source.sample(KL_IMAGES, generator)  # (N, C, 64, 64)
         kl = latent_kl(model, x)
@@ -372,6 +367,19 @@ def figures(args: argparse.Namespace) -> None:
         labelled_grid(torch.stack([x.cpu(), recon]), ["input", "reconstruction"]).save(out / "reconstructions.png")
         wrote("reconstructions.png")
     say(f"wrote {', '.join(written) or 'nothing'} in {out}")
+
+
+def figure_plan(args: argparse.Namespace, config: dict, device: torch.device, out: Path) -> dict[str, bool]:
+    """Which figures to draw (--only, and never the response maps of an image-folder model), said at once."""
+    draw = {name: args.only in (None, name) for name in ("traversal", "maps", "samples", "recon")}
+    if draw["maps"] and config["dataset"] == "folder":
+        metric.say("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
+        draw["maps"] = False
+    metric.say(f"traverse.py: {', '.join(name for name, on in draw.items() if on) or 'no figures'} of "
+               f"{args.checkpoint} on {device}, {torch.get_num_threads()} CPU threads, into {out}/"
+               + ("; the maps read the codes cached beside the checkpoint, or encode all 737,280 images once"
+                  if draw["maps"] and not args.no_cache else ""))
+    return draw
 
 
 def build_parser() -> argparse.ArgumentParser:

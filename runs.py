@@ -1,0 +1,616 @@
+"""The run's machinery: what keeps a training run's work safe, out of the way of the paper.
+
+Every other file reads as the paper (Higgins et al., ICLR 2017); the bookkeeping they share
+lives here, and a student may skip this file. It imports nothing of the project, so any script
+may use it. What it guarantees, and the tests in test_all.py that prove it:
+
+  one-line errors    bad input is one line on stderr and exit 1, Ctrl-C before any work exit 130,
+                     never a traceback (`cli_errors`): test_train_bad_input_is_one_line and the
+                     other *_bad_input_* tests
+  safe files         a file is written to a temp file beside it and renamed (`write_atomically`),
+                     so a crash leaves the old file whole; a checkpoint is read without running
+                     code (`read_checkpoint`): test_train_failed_save_keeps_the_last_checkpoint...,
+                     test_load_checkpoint_rejects_bad_files
+  one run per --out  `claim_out` checks the path, holds a lock, and never replaces a run unless
+                     asked (--resume or --overwrite): test_train_refuses_an_existing_out...,
+                     test_train_refuses_a_second_run_on_one_out...
+  any stop resumes   Ctrl-C, SIGTERM and --time-limit save between two steps (`Stop`), a kill loses
+                     only the steps since the last save, and --resume continues with the same
+                     batches, noise, log rows and tally as an unbroken run (`Run`, `Tally`):
+                     test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run,
+                     test_resume_equals_an_unbroken_run, test_ctrl_c_saves_a_checkpoint
+  finite weights     a checkpoint is written only with finite weights, and a NaN loss stops the
+                     run keeping the last good one: test_train_nan_stop_keeps_only_a_checkpoint...
+  bf16 where faster  --bf16 falls back to fp32 on a CPU without native bfloat16 (`settle_bf16`):
+                     test_train_bf16_falls_back_to_fp32_where_it_is_slower
+
+Sections: the command line, progress, files, claiming --out, stopping, the run's record, resuming, bf16.
+
+    python train.py --out run.pt --time-limit 60   # then: python train.py --out run.pt --resume
+"""
+
+import argparse
+import csv
+import glob
+import io
+import math
+import os
+import platform
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+PROGRESS_SECONDS = 10.0  # every long phase of every script prints a line at least this often
+BF16_SLOWER = 0.9  # --bf16 falls back to fp32 below this speed-up: timing noise must not flip it
+
+
+# ---------------------------------------------------------------- the command line
+
+class UsageError(ValueError):
+    """Bad user input (a missing or corrupt checkpoint, a device this machine lacks, a wrong flag):
+    every CLI prints its message as one line on stderr and exits 1 (`cli_errors`)."""
+
+
+@contextmanager
+def cli_errors(prog: str, interrupted: str = "interrupted") -> Iterator[None]:
+    """Every CLI's main() runs in this: bad input, a full disk or a torch failure ends as one line on
+    stderr and exit 1, Ctrl-C before any work is saved as one line and exit 130; never a traceback."""
+    try:
+        yield
+    except (ValueError, OSError, RuntimeError) as e:  # ValueError includes UsageError
+        print(f"{prog}: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"\n{prog}: {interrupted}", file=sys.stderr)
+        sys.exit(130)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """The --device of every CLI: as given, else cuda, then mps, then cpu; UsageError if absent."""
+    if name:
+        return check_device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def check_device(name: str) -> torch.device:
+    """The device called `name`, if this machine has it; else UsageError saying what it has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cuda", "mps", "cpu"):
+        raise UsageError(f"--device {name!r}: unknown device (use cuda, mps or cpu)")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--device {name}: this machine has no CUDA GPU (use cpu)")
+        if device.index is not None and device.index >= count:
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {name}: MPS is not available on this machine (use cpu)")
+    return device
+
+
+def set_threads(threads: int | None) -> None:
+    """The --threads of every CLI: torch's CPU threads, when given; UsageError unless positive."""
+    if threads is not None:
+        if threads <= 0:
+            raise UsageError(f"--threads {threads}: it must be positive")
+        torch.set_num_threads(threads)
+
+
+def seed_arg(text: str) -> int:
+    """argparse type of every --seed: a whole number that torch.manual_seed accepts."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number such as 0") from None
+    if not 0 <= seed < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"invalid seed {text}: it must be from 0 to 2**64 - 1")
+    return seed
+
+
+def positive_number(text: str, kind: type = int) -> int | float:
+    """A count or rate from the command line: a finite number above 0 of `kind`; else argparse's error."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid {'whole ' if kind is int else ''}number {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: it must be positive" + ("" if kind is int else " and finite"))
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type of every count (--steps, --batch-size, --L, ...)."""
+    return positive_number(text, int)
+
+
+def positive_float(text: str) -> float:
+    """argparse type of every rate and length (--lr, --time-limit)."""
+    return positive_number(text, float)
+
+
+# ---------------------------------------------------------------- progress
+
+class Every:
+    """The one timer behind every progress line: `due()` is true once every PROGRESS_SECONDS."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+
+    def due(self) -> bool:
+        if time.perf_counter() - self.last < PROGRESS_SECONDS:
+            return False
+        self.mark()
+        return True
+
+    def mark(self) -> None:
+        """A line was just printed: the next is due PROGRESS_SECONDS from now."""
+        self.last = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def format_seconds(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's or the CPU's name, for every speed figure."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+# ---------------------------------------------------------------- files
+
+def write_atomically(path: str, write: Callable) -> None:
+    """Call write(file) on a new temp file beside `path`, then rename it to `path`.
+
+    A failure or Ctrl-C midway removes the temp file and leaves any old `path` as it was; two
+    writers never share a temp file, and mkstemp never follows a symlink planted at its path.
+    The file is created before `write` runs, so an unwritable place fails before any work.
+    """
+    if os.path.isdir(path):
+        raise OSError(f"cannot write {path}: it is a folder")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:  # the temp file first: an unwritable place fails before any work
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from the group
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """torch.save, atomically: a crash mid-save never leaves a broken checkpoint."""
+    write_atomically(path, lambda f: torch.save(state, f))
+
+
+def read_checkpoint(path: str) -> dict:
+    """The raw checkpoint dict that train.py saved; UsageError with a clear reason if not.
+
+    Reads with weights_only=True: a checkpoint from a stranger cannot run code.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"no such checkpoint: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder, not a checkpoint") from None
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise UsageError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "config" not in ckpt:
+        raise UsageError(f"{path} is not a checkpoint of this project (no model and config)")
+    # A diverged run's weights give NaN codes and figures: say so here, before any work is done on them.
+    bad = next((k for k, v in ckpt["model"].items()
+                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UsageError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
+                         f"train again with a smaller --lr")
+    return ckpt
+
+
+def read_resume_checkpoint(path: str) -> dict:
+    """The checkpoint dict to continue from; UsageError if it is missing or not a training one."""
+    try:
+        ckpt = read_checkpoint(path)
+    except UsageError as e:
+        raise UsageError(f"--resume: {e}") from None
+    if not {"optimizer", "step", "rng"} <= ckpt.keys():
+        raise UsageError(f"--resume: {path} is not a train.py checkpoint")
+    return ckpt
+
+
+# ---------------------------------------------------------------- claiming --out
+
+def log_path(out: str) -> Path:
+    """The CSV log beside a checkpoint."""
+    return Path(out).with_suffix(".csv")
+
+
+@contextmanager
+def claim_out(out: str, resume: bool, overwrite: bool) -> Iterator[None]:
+    """The first door of every training script: `out` checked as a path, locked against a second
+    run, and refused if it holds a run that neither --resume nor --overwrite asks for."""
+    check_out(out, resume, overwrite)
+    with out_lock(out):
+        found = [str(p) for p in (Path(out), log_path(out)) if p.exists()]
+        if found and not (resume or overwrite):
+            raise UsageError(f"--out {out} holds a run ({' and '.join(found)}): add --resume to continue it, "
+                             f"or --overwrite to start again")
+        yield
+
+
+def check_out(out: str, resume: bool, overwrite: bool) -> None:
+    """--out must be a checkpoint file path with room for the log beside it."""
+    if not out:
+        raise UsageError("--out is empty: give a checkpoint path such as ckpt.pt")
+    if resume and overwrite:
+        raise UsageError("give --resume (continue the run) or --overwrite (start again), not both")
+    if Path(out).is_dir():
+        raise UsageError(f"--out {out} is a folder: give a checkpoint file path such as {Path(out) / 'ckpt.pt'}")
+    if log_path(out) == Path(out):
+        raise UsageError(f"--out {out} would be overwritten by the CSV log: "
+                         f"give the checkpoint another suffix, such as .pt")
+    if not Path(out).parent.is_dir():
+        raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+
+
+def lock_holder(lock: Path) -> str | None:
+    """Who holds a lock file: 'PID n' (on host h) while that process lives, None if it is gone."""
+    try:
+        pid_text, _, host = lock.read_text().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):  # being written this instant, or garbage
+        return f"PID unknown; delete {lock} if no run uses it"
+    host = host.strip()
+    if host != socket.gethostname():  # its process cannot be checked from here
+        return f"PID {pid} on {host}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return f"PID {pid}"
+
+
+@contextmanager
+def out_lock(out: str) -> Iterator[None]:
+    """Hold `<out>.lock` (PID and host) while training into `out`; a dead process's lock is taken over."""
+    lock = Path(f"{out}.lock")
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = lock_holder(lock)
+            if holder is not None:
+                raise UsageError(f"another run ({holder}) is training into {out}") from None
+            lock.unlink(missing_ok=True)  # stale: its run was killed
+    else:
+        raise UsageError(f"cannot take the lock {lock}: other runs keep starting on {out}")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        # Temp files of a killed save; holding the lock, no other run is writing one.
+        for path in (Path(out), log_path(out)):
+            for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- stopping
+
+class Stop:
+    """The second door, around a training loop: SIGINT, SIGTERM and the --time-limit deadline.
+
+    A signal handler only notes the signal, and the loop asks `requested()` between two steps, so
+    the checkpoint saved then is a state an unbroken run passes through. A second Ctrl-C stops at
+    once, for a step that hangs; nothing is saved then (exit 130). On leaving, the runs opened
+    under it have saved; it says what was written, and exits 130 or 143 after a signal.
+    """
+
+    def __init__(self, time_limit: float | None = None):
+        self.time_limit = math.inf if time_limit is None else time_limit
+        self.signum: int | None = None
+        self.previous: dict[int, object] = {}
+        self.runs: list[Run] = []  # registered by each Run opened under it
+
+    def __enter__(self) -> "Stop":
+        self.deadline = time.perf_counter() + self.time_limit
+        # Only the main thread may set handlers. Setting them also undoes the SIG_IGN that a shell
+        # gives a background job (`nohup ... &`), so that `kill -INT` still saves.
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.note)
+        return self
+
+    def note(self, signum: int, frame) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def requested(self) -> bool:
+        """A stop was asked for, by a signal or the deadline."""
+        return self.signum is not None or time.perf_counter() >= self.deadline
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for signum, handler in self.previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        if exc_type is KeyboardInterrupt:  # the second Ctrl-C: maybe mid-step, so nothing more was saved
+            kept = self.runs[0].kept() if len(self.runs) == 1 else "the last checkpoints with finite weights are kept"
+            print(f"\nstopped at once: {kept}", file=sys.stderr)
+            sys.exit(130)
+        if exc_type is None and self.runs:
+            self.end()
+
+    def end(self) -> None:
+        """The last word of a run: exit 130 or 143 after a stop request, else what was written."""
+        outs = [run.out for run in self.runs]
+        step, total = self.runs[0].trainer.step_count, self.runs[0].config["steps"]
+        written = outs[0] if len(outs) == 1 else f"{len(outs)} checkpoints ({outs[0]} ...)"
+        if self.signum is not None and step < total:
+            what = "interrupted" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
+            print(f"\n{what} at step {step:,}: saved {written}; continue with --resume", file=sys.stderr)
+            sys.exit(128 + self.signum)
+        if step < total:
+            print(f"time limit: stopped at step {step:,}; continue with --resume")
+        print(f"wrote {written} (step {step:,}) and the CSV log beside each")
+
+
+# ---------------------------------------------------------------- the run's record: log, scores, checkpoints
+
+def all_finite(tensors) -> bool:
+    return all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+
+
+class Tally:
+    """The sums of step()'s parts since the log's last row, at step `since`.
+
+    Saved in every checkpoint, so that after --resume the next row averages the same steps,
+    to the bit, as an unbroken run's.
+    """
+
+    def __init__(self, since: int, sums: dict[str, torch.Tensor] | None = None):
+        self.since = since
+        self.sums = sums or {}
+
+    def add(self, parts: dict[str, torch.Tensor]) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+
+    def mean(self, step: int) -> dict[str, torch.Tensor]:
+        return {k: v / (step - self.since) for k, v in self.sums.items()}
+
+    def state(self) -> dict:
+        return {"since": self.since, "sums": self.sums}
+
+    @classmethod
+    def from_state(cls, state: dict | None, step: int, device: torch.device) -> "Tally":
+        """The checkpoint's tally; an empty one at its step for a checkpoint written before tallies were saved."""
+        if state is None:
+            return cls(step)
+        return cls(state["since"], {k: v.to(device) for k, v in state["sums"].items()})
+
+
+def keep_log_rows(path: Path, last_step: int) -> None:
+    """Drop the log's rows past `last_step`: a run killed after its last save wrote them, and the
+    resumed run writes them again. A row cut short by the kill goes too."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1]
+    for row in rows[1:]:
+        if len(row) != len(rows[0]) or not row[0].isdigit() or int(row[0]) > last_step:
+            break
+        kept.append(row)
+    if kept != rows:
+        text = io.StringIO()
+        csv.writer(text).writerows(kept)
+        write_atomically(str(path), lambda f: f.write(text.getvalue().encode()))
+
+
+class Run:
+    """One run's record around its trainer, opened under a `Stop`: the CSV log and progress lines,
+    the scores of --eval-every, the NaN guard, and the checkpoints (every --save-every steps, and on
+    leaving). Continued from the checkpoint at `out` under `resume`, else started again (a
+    checkpoint and log at `out` go).
+
+    The trainer is anything with step_count, device, config, a `model`, report(mean) -> (text, CSV
+    fields), state() and load_state(ckpt); `score(model)` gives the disentanglement score.
+    """
+
+    def __init__(self, stop: Stop, trainer, config: dict, out: str, resume: bool,
+                 score: Callable[[torch.nn.Module], float] | None = None, quiet: bool = False):
+        self.trainer, self.config, self.out, self.resume, self.score_of = trainer, config, out, resume, score
+        self.quiet = quiet  # the log rows without the progress lines: the protocol prints one line for all
+        stop.runs.append(self)
+
+    def __enter__(self) -> "Run":
+        log, self.tally, self.seconds_before = log_path(self.out), Tally(self.trainer.step_count), 0.0
+        if self.resume:
+            ckpt = read_resume_checkpoint(self.out)
+            self.trainer.load_state(ckpt)
+            self.tally = Tally.from_state(ckpt.get("tally"), self.trainer.step_count, self.trainer.device)
+            self.seconds_before = ckpt.get("seconds", 0.0)
+            keep_log_rows(log, self.trainer.step_count)
+            print(f"resumed {self.out} at step {self.trainer.step_count:,}", flush=True)
+        else:
+            Path(self.out).unlink(missing_ok=True)
+            log.unlink(missing_ok=True)
+        self.last_good = self.trainer.step_count if self.resume else None  # the step of the checkpoint at `out`
+        self.log_file = open(log, "a", newline="")
+        self.log = csv.writer(self.log_file)
+        self.eval_seconds = 0.0  # time spent scoring, left out of the training time in the log
+        self.start = self.interval_start = time.perf_counter()
+        self.ticker = Every()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.last_good != self.trainer.step_count:
+                self.save()  # the end, a stop request or the time limit
+        finally:
+            self.log_file.close()
+
+    def seconds(self) -> float:
+        """Training seconds of the whole run, earlier sessions included."""
+        return self.seconds_before + time.perf_counter() - self.start - self.eval_seconds
+
+    def kept(self) -> str:
+        if self.last_good is None:
+            return "no checkpoint was written"
+        return f"the last checkpoint with finite weights (step {self.last_good:,}) is kept"
+
+    def record(self, parts: dict[str, torch.Tensor]) -> None:
+        """The loss parts of the step just taken; the log row, score and checkpoint that fall on it."""
+        self.tally.add(parts)
+        step, c = self.trainer.step_count, self.config
+        if step % c["log_every"] == 0 or step == c["steps"]:
+            self.log_row(step)
+        elif not self.quiet and self.ticker.due():
+            self.progress_line(step, self.trainer.report(self.tally.mean(step))[0])
+        if step % c["save_every"] == 0 and step < c["steps"]:
+            self.save()
+
+    def progress_line(self, step: int, text: str) -> None:
+        """The progress line of the steps since the log's last row, on stdout: at each row, and between
+        rows often enough that no stretch of training is silent."""
+        now, total, batch = time.perf_counter(), self.config["steps"], self.config["batch_size"]
+        rate = (step - self.tally.since) * batch / (now - self.interval_start)
+        print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | {text} | "
+              f"ETA {format_seconds((total - step) * batch / rate)}", flush=True)
+        self.ticker.mark()
+
+    def log_row(self, step: int) -> None:
+        """The progress line and the CSV row (with its score, under --eval-every) of the steps since the last."""
+        c, total = self.config, self.config["steps"]
+        mean = self.tally.mean(step)
+        if not all_finite(mean.values()):
+            raise UsageError(f"loss became NaN between steps {self.tally.since:,} and {step:,}; "
+                             f"{self.kept()}; try a smaller --lr")
+        text, fields = self.trainer.report(mean)
+        if not self.quiet:
+            self.progress_line(step, text)
+        self.last_mean = mean  # for the protocol's one progress line
+        if self.log_file.tell() == 0:
+            self.log.writerow(["step", "samples", "seconds", *fields] + (["score"] if c.get("eval_every") else []))
+        row = [step, step * c["batch_size"], f"{self.seconds():.1f}"]
+        row += [f"{v:.4f}" if isinstance(v, float) else v for v in fields.values()]
+        if c.get("eval_every"):
+            row.append(self.score(step) if step % c["eval_every"] == 0 or step == total else "")
+        self.log.writerow(row)
+        self.log_file.flush()
+        self.tally, self.interval_start = Tally(step), time.perf_counter()
+
+    def score(self, step: int) -> str:
+        t = time.perf_counter()
+        score = self.score_of(self.trainer.model)
+        self.eval_seconds += time.perf_counter() - t
+        print(f"step {step:,}: disentanglement score {score:.2%} ({time.perf_counter() - t:.0f} s)", flush=True)
+        return f"{score:.4f}"
+
+    def save(self) -> None:
+        """Checkpoint the state after the last whole step, if its weights are finite."""
+        step, state = self.trainer.step_count, self.trainer.state()
+        if not all_finite(state["model"].values()) or not all_finite(self.tally.sums.values()):
+            raise UsageError(f"the weights or loss became NaN or infinite by step {step:,}; {self.kept()}; "
+                             f"try a smaller --lr")
+        try:
+            save_checkpoint(self.out, {**state, "tally": self.tally.state(), "seconds": self.seconds()})
+        except (OSError, RuntimeError) as e:
+            kept = f"step {self.last_good:,} kept" if self.last_good is not None else "no checkpoint kept"
+            raise UsageError(f"cannot write checkpoint (disk full?); {kept} ({str(e).splitlines()[0]})") from None
+        self.last_good = step
+
+
+# ---------------------------------------------------------------- resuming: the random state and the settings
+
+def rng_state(noise: torch.Generator, data: torch.Generator, cpu_state: torch.Tensor) -> dict:
+    """The random state a checkpoint keeps: ε's generator and the batches'."""
+    if noise.device.type == "cpu":
+        return {"torch": noise.get_state(), "data": data.get_state()}
+    return {"torch": cpu_state, "data": data.get_state(), "cuda": [noise.get_state()]}
+
+
+def set_rng_state(state: dict, noise: torch.Generator, data: torch.Generator) -> None:
+    noise.set_state(state["torch"] if noise.device.type == "cpu" else state["cuda"][noise.device.index or 0])
+    data.set_state(state["data"])
+
+
+def check_same_settings(out: str, config: dict, given: dict, free: set[str]) -> None:
+    """--resume continues `out` with its own config: UsageError for a flag given that would change it.
+
+    `given` holds the flags typed (by argparse dest), `free` the ones a resume may change."""
+    for flag, value in given.items():
+        if flag in free or config.get(flag) == value or (flag == "bf16" and "bf16_slower" in config):
+            continue
+        name = f"--{flag.replace('_', '-')}"
+        raise UsageError(f"--resume continues {out} with its own settings, and {name} {value} differs from its "
+                         f"{config.get(flag, 'unset')}: leave {name} out (only --steps may change), "
+                         f"or start again with --overwrite")
+
+
+# ---------------------------------------------------------------- bf16: only where it is faster
+
+def bf16_speedup(device: torch.device) -> float:
+    """fp32 time / bf16 time of the fc network's widest matmul at batch 64 (a few ms): > 1 when bf16 is faster."""
+    a, b = torch.randn(64, 1200, device=device), torch.randn(1200, 1200, device=device)
+
+    def best(x: torch.Tensor, y: torch.Tensor) -> float:
+        x @ y  # the first call sets up the kernel
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            x @ y
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    return best(a, b) / best(a.bfloat16(), b.bfloat16())
+
+
+def settle_bf16(config: dict, device: torch.device) -> None:
+    """--bf16 on a CPU without native bfloat16 makes training slower, not faster: train in fp32
+    there, say so, and record it in the config."""
+    if not config["bf16"] or device.type != "cpu":
+        return
+    speedup = bf16_speedup(device)
+    if speedup < BF16_SLOWER:
+        config.update(bf16=False, bf16_slower=round(1 / speedup, 2))
+        print(f"--bf16: bfloat16 matmuls run {1 / speedup:.1f}x slower than fp32 on this CPU "
+              f"(no native bfloat16); training in fp32", flush=True)
