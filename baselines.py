@@ -706,6 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-seed", type=seed_arg, default=0, help="seed of the weights, noise and batches (default 0)")
     t.add_argument("--log-every", type=positive_int, default=100, help="steps between progress lines and CSV rows")
     t.add_argument("--save-every", type=positive_int, default=1000, help="steps between checkpoints")
+    t.add_argument("--save-minutes", type=positive_float, default=runs.SAVE_MINUTES,
+                   help=f"minutes of training between checkpoints, whichever comes first (default {runs.SAVE_MINUTES:g})")
     t.add_argument("--eval-every", type=positive_int, help="steps between disentanglement scores in the CSV")
     t.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed")
     p.add_argument("--no-cache", action="store_true",
@@ -728,7 +730,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
     config = {"baseline": args.train, "dataset": "shapes", "channels": 1, "latents": 10,
               "optimizer": baseline.optimizer, "lr": baseline.lr, "batch_size": args.train_batch_size,
               "steps": args.steps, "seed": args.train_seed, "bf16": args.bf16, "log_every": args.log_every,
-              "save_every": args.save_every, "eval_every": args.eval_every}
+              "save_every": args.save_every, "save_minutes": args.save_minutes, "eval_every": args.eval_every}
     runs.settle_bf16(config, device)
     return config
 

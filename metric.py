@@ -165,11 +165,10 @@ def checkpoint_codes(path: str, model: torch.nn.Module, device: torch.device | s
     target, digest, t = codes_path(path), weights_digest(model), time.perf_counter()
     try:
         saved = torch.load(target, map_location="cpu", weights_only=True)
-        if (isinstance(saved, dict) and saved.get("weights_sha256") == digest
-                and isinstance(saved.get("codes"), torch.Tensor) and saved["codes"].shape[0] == shapes.N_IMAGES):
+        if isinstance(saved, dict) and saved.get("weights_sha256") == digest and is_code_table(saved.get("codes"), encode):
             say(f"codes of {path}: read from {target} ({time.perf_counter() - t:.1f} s)")
             return saved["codes"]
-        say(f"codes of {path}: {target} is of other weights; encoding again")
+        say(f"codes of {path}: {target} is of other weights or not a table of their codes; encoding again")
     except FileNotFoundError:
         pass
     except Exception as e:  # torch raises many types for a corrupt file: encode again and replace it
@@ -178,9 +177,19 @@ def checkpoint_codes(path: str, model: torch.nn.Module, device: torch.device | s
     codes = encode_all(encode, device, batch_size, progress)
     try:
         write_atomically(str(target), lambda f: torch.save({"weights_sha256": digest, "codes": codes}, f))
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError on a full disk
         say(f"codes of {path}: not cached ({str(e).splitlines()[0]})")
     return codes
+
+
+def is_code_table(codes, encode: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """Whether a cached `codes` can be the table encode_all gives: finite floats, a row per image, a
+    column per code (the width that `encode` gives one image)."""
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or not codes.is_floating_point():
+        return False
+    with torch.inference_mode():
+        width = encode(shapes.render(shapes.index_to_classes(torch.zeros(1, dtype=torch.long)))).shape[1]
+    return codes.shape == (shapes.N_IMAGES, width) and bool(torch.isfinite(codes).all())
 
 
 def lookup(codes: Codes, index: torch.Tensor) -> torch.Tensor:

@@ -92,9 +92,19 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
     if "baseline" in config:
         raise UsageError(f"{path} is a {config['baseline']} model, not a β-VAE: "
                          f"score it with python baselines.py --table {path}")
+    check_architecture(config, path)
+    model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
     try:
-        model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise UsageError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
     return model.to(device or "cpu").eval(), config
+
+
+def check_architecture(config: dict, path: str) -> None:
+    """A checkpoint's config must name a Table 1 network: UsageError, not a traceback, for one that does not."""
+    latents, channels = config.get("latents"), config.get("channels", 1)
+    if (config.get("arch") not in ("fc", "conv") or type(latents) is not int or latents <= 0
+            or channels not in (1, 3)):
+        raise UsageError(f"{path}: its config names no Table 1 network (arch {config.get('arch')!r}, "
+                         f"latents {latents!r}, channels {channels!r})")

@@ -49,6 +49,8 @@ from pathlib import Path
 import torch
 
 PROGRESS_SECONDS = 10.0  # every long phase of every script prints a line at least this often
+SAVE_MINUTES = 10.0  # a checkpoint at least this often (of training), whatever --save-every says
+TEMP_RANDOM = 8  # characters of mkstemp's random part in a temp file's name
 BF16_SLOWER = 0.9  # --bf16 falls back to fp32 below this speed-up: timing noise must not flip it
 
 
@@ -130,6 +132,17 @@ def positive_number(text: str, kind: type = int) -> int | float:
         raise argparse.ArgumentTypeError(f"invalid {'whole ' if kind is int else ''}number {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text}: it must be positive" + ("" if kind is int else " and finite"))
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type of a finite number ≥ 0 (--capacity-max, --gamma)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: it must be a finite number ≥ 0")
     return value
 
 
@@ -229,7 +242,7 @@ def read_checkpoint(path: str) -> dict:
         raise UsageError(f"{path} is a folder, not a checkpoint") from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
         raise UsageError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "config" not in ckpt:
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("config"), dict):
         raise UsageError(f"{path} is not a checkpoint of this project (no model and config)")
     # A diverged run's weights give NaN codes and figures: say so here, before any work is done on them.
     bad = next((k for k, v in ckpt["model"].items()
@@ -284,6 +297,11 @@ def check_out(out: str, resume: bool, overwrite: bool) -> None:
                          f"give the checkpoint another suffix, such as .pt")
     if not Path(out).parent.is_dir():
         raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
+    # The longest name a run writes is a save's temp file (write_atomically's): check it before the first step.
+    longest = len(os.fsencode(f".{Path(out).name}.{'x' * TEMP_RANDOM}.tmp"))
+    if longest > os.pathconf(Path(out).parent, "PC_NAME_MAX"):
+        raise UsageError(f"--out {Path(out).name[:40]}...: the name is too long for this file system "
+                         f"(its temp files need {longest} bytes): give a shorter one")
 
 
 def lock_holder(lock: Path) -> str | None:
@@ -325,7 +343,7 @@ def out_lock(out: str) -> Iterator[None]:
             f.write(f"{os.getpid()} {socket.gethostname()}\n")
         # Temp files of a killed save; holding the lock, no other run is writing one.
         for path in (Path(out), log_path(out)):
-            for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            for tmp in path.parent.glob(f".{glob.escape(path.name)}.{'?' * TEMP_RANDOM}.tmp"):  # not a.pt.b.pt's
                 tmp.unlink(missing_ok=True)
         yield
     finally:
@@ -477,7 +495,7 @@ class Run:
         self.log_file = open(log, "a", newline="")
         self.log = csv.writer(self.log_file)
         self.eval_seconds = 0.0  # time spent scoring, left out of the training time in the log
-        self.start = self.interval_start = time.perf_counter()
+        self.start = self.interval_start = self.last_save = time.perf_counter()
         self.ticker = Every()
         return self
 
@@ -505,7 +523,9 @@ class Run:
             self.log_row(step)
         elif not self.quiet and self.ticker.due():
             self.progress_line(step, self.trainer.report(self.tally.mean(step))[0])
-        if step % c["save_every"] == 0 and step < c["steps"]:
+        minutes = c.get("save_minutes")  # None in checkpoints from before time-based saves
+        due = step % c["save_every"] == 0 or (minutes and time.perf_counter() - self.last_save >= 60 * minutes)
+        if due and step < c["steps"]:
             self.save()
 
     def progress_line(self, step: int, text: str) -> None:
@@ -556,7 +576,7 @@ class Run:
         except (OSError, RuntimeError) as e:
             kept = f"step {self.last_good:,} kept" if self.last_good is not None else "no checkpoint kept"
             raise UsageError(f"cannot write checkpoint (disk full?); {kept} ({str(e).splitlines()[0]})") from None
-        self.last_good = step
+        self.last_good, self.last_save = step, time.perf_counter()
 
 
 # ---------------------------------------------------------------- resuming: the random state and the settings

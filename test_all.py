@@ -884,6 +884,11 @@ TRAIN_BAD_INPUT = [
     ("main", "--dataset", "folder", "--data", "HUGE"),
     ("cli", "--dataset", "dsprites", "--data", "/no/such/file.npz"),
     ("main", "--dataset", "dsprites", "--data", "NPY"),
+    ("main", "--capacity-max", "nan"),  # the audit's "Also": nan, inf and negative capacities and γ
+    ("main", "--capacity-max", "-5"),
+    ("main", "--gamma", "inf"),
+    ("main", "--seeds", "0-100000000000"),  # the audit's 9: not a MemoryError
+    ("main", "--save-minutes", "0"),
 ]
 
 
@@ -1440,7 +1445,7 @@ def test_traverse_refuses_nan_weights_and_a_log_without_seconds(tmp_path, monkey
 
 @harness
 def test_traverse_needs_two_steps_and_a_seed(capsys):
-    with pytest.raises(runs.UsageError, match="at least 2"):
+    with pytest.raises(runs.UsageError, match="from 2"):
         traverse.figures(traverse.build_parser().parse_args(["unread.pt", "--steps", "1"]))
     with pytest.raises(SystemExit):
         traverse.build_parser().parse_args(["unread.pt", "--seeds", "0"])
@@ -1542,3 +1547,100 @@ def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(
         bad = run_cli("baselines.py", *args, check=False)
         assert_one_line_error(bad)
         assert "baselines.py: error:" in bad.stderr
+
+
+# ---------------------------------------------------------------- runs.py: the audit's defects (issue 22), and time-based saves
+
+@harness
+def test_a_codes_cache_that_cannot_be_written_still_gives_the_codes(tmp_path, monkeypatch, ground_truth):
+    monkeypatch.setattr(metric, "encode_all", lambda encode, device, batch_size, progress: ground_truth)
+
+    def disk_full(obj, f):  # what torch.save raises on a full disk: RuntimeError, not OSError
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    lines = []
+    codes = metric.checkpoint_codes(str(tmp_path / "c.pt"), model.BetaVAE("fc"), "cpu", progress=lines.append)
+    assert codes is ground_truth and "not cached" in lines[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@harness
+def test_a_codes_cache_of_the_right_weights_but_a_wrong_table_is_encoded_again(tmp_path, monkeypatch, ground_truth):
+    net, calls = model.BetaVAE("fc"), []
+    monkeypatch.setattr(metric, "encode_all", lambda encode, device, batch_size, progress: calls.append(1) or ground_truth)
+    digest = metric.weights_digest(net)
+    for bad in (ground_truth[:, :2], ground_truth.long(), torch.full_like(ground_truth, float("nan"))):
+        torch.save({"weights_sha256": digest, "codes": bad}, tmp_path / "c.codes.pt")
+        assert metric.checkpoint_codes(str(tmp_path / "c.pt"), net, "cpu") is ground_truth
+    assert len(calls) == 3
+
+
+@harness
+def test_each_stacked_replica_checkpoint_holds_its_own_optimizer_state_alone():
+    configs = [replica_config(4.0, seed, "--optimizer", "adam", "--lr", "1e-3") for seed in range(3)]
+    stacked = train.StackedTrainer(configs, torch.device("cpu"))
+    stacked.step()
+    for state in train.Replica(stacked, 1).state()["optimizer"]["state"].values():
+        for v in state.values():  # a view of the stacked tensor would save every replica's storage
+            assert v.untyped_storage().nbytes() == v.numel() * v.element_size()
+
+
+@harness
+@pytest.mark.parametrize("config", ["not a dict", {"latents": 10}, {"arch": "fc", "latents": "10"}])
+def test_a_checkpoint_with_a_bad_config_is_one_line_everywhere(tmp_path, monkeypatch, capsys, config):
+    path = tmp_path / "bad.pt"
+    torch.save({"model": model.BetaVAE("fc").state_dict(), "config": config, "optimizer": {}, "step": 1, "rng": {}}, path)
+    with pytest.raises(runs.UsageError):
+        model.load_checkpoint(str(path))
+    main_error(monkeypatch, capsys, "metric.py", str(path), "--device", "cpu")
+    main_error(monkeypatch, capsys, "traverse.py", str(path), "--device", "cpu")
+    main_error(monkeypatch, capsys, "baselines.py", "--table", "--rows", "gt", str(path), "--device", "cpu")
+    main_error(monkeypatch, capsys, "train.py", "--resume", "--out", str(path), "--device", "cpu")
+
+
+@harness
+def test_learning_curves_of_a_long_run_draw_and_a_nan_time_is_one_line(tmp_path):
+    long = tmp_path / "long.csv"
+    long.write_text("step,samples,seconds,loss,score\n20000,1,3600.0,1,0.5\n300000,2,180000.0,1,0.9\n")  # 50 hours
+    traverse.learning_curves([str(long)], tmp_path / "curves.png")
+    assert Image.open(tmp_path / "curves.png").size[0] > 0
+    bad = tmp_path / "nan.csv"
+    bad.write_text("step,samples,seconds,loss,score\n10,1,nan,1,0.5\n")
+    with pytest.raises(runs.UsageError, match="seconds"):
+        traverse.read_scores(str(bad))
+
+
+@harness
+def test_traverse_refuses_a_sweep_too_long_to_draw(tmp_path, traverse_checkpoint, monkeypatch, capsys):
+    assert "--steps" in main_error(monkeypatch, capsys, "traverse.py", str(traverse_checkpoint), "--steps", "1000000",
+                                   "--device", "cpu", "--out", str(tmp_path / "f"))
+
+
+@harness
+def test_an_out_name_too_long_for_the_file_system_is_refused_before_any_step(tmp_path):
+    name = "a" * 245 + ".pt"  # its temp file, .<name>.XXXXXXXX.tmp, is over 255 bytes
+    with pytest.raises(runs.UsageError, match="too long"):
+        runs.check_out(str(tmp_path / name), False, False)
+
+
+@harness
+def test_taking_the_lock_removes_this_runs_stale_temp_files_alone(tmp_path):
+    mine, theirs = tmp_path / ".a.pt.x1y2z3w4.tmp", tmp_path / ".a.pt.b.pt.x1y2z3w4.tmp"  # of a.pt; of a.pt.b.pt
+    mine.write_text("killed save")
+    theirs.write_text("a save in flight")
+    with runs.out_lock(str(tmp_path / "a.pt")):
+        pass
+    assert not mine.exists() and theirs.exists()
+
+
+@harness
+def test_checkpoints_fall_due_by_minutes_as_well_as_by_steps(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(runs, "save_checkpoint", lambda path, state: saved.append(state["step"]))
+    config = train.make_config(train.build_parser().parse_args(
+        ["--batch-size", "8", "--log-every", "2", "--save-every", "1000", "--save-minutes", "1e-9", "--steps", "4"]))
+    assert config["save_minutes"] == 1e-9
+    train.train(config, str(tmp_path / "m.pt"), torch.device("cpu"))
+    assert saved == [1, 2, 3, 4]  # every step is over a nanominute; step 4 is the end's save

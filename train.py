@@ -16,7 +16,7 @@ The file, top to bottom: the paper's defaults; `Trainer.step`, one gradient step
 the loop; the CLI; the A.4 protocol (every β × seed replica); and last, the speed path (stacked
 replicas on CUDA, --benchmark). The run's machinery lives in runs.py: one progress line per
 --log-every steps and a CSV row with the KL of every latent; checkpoints (model, optimizer, step,
-RNG states, config) written atomically every --save-every steps, on Ctrl-C or SIGTERM and at the
+RNG states, config) written atomically every --save-every steps or --save-minutes, on Ctrl-C or SIGTERM and at the
 end; --resume continues with the same batches, numbers and log rows as an unbroken run; an
 existing --out is continued (--resume) or started again (--overwrite), never replaced silently.
 """
@@ -37,7 +37,7 @@ import loss as objective
 import metric
 import runs
 import shapes
-from model import BetaVAE
+from model import BetaVAE, check_architecture
 from runs import UsageError, positive_float, positive_int, seed_arg
 
 DATASET_DEFAULTS = {  # Table 1 and A.1
@@ -177,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, help="learning rate (default: 1e-2 adagrad on shapes, 1e-4 adam on folders)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="images per step (default 64)")
     p.add_argument("--steps", type=positive_int, help=f"training steps (default {DEFAULT_STEPS:,}; with --resume, the new total)")
-    p.add_argument("--capacity-max", type=float,
+    p.add_argument("--capacity-max", type=runs.non_negative_float,
                    help="departure: Burgess et al. 2018 capacity C_max in nats; loss recon + γ|KL − C|")
     p.add_argument("--capacity-steps", type=positive_int, default=100_000, help="steps over which C rises to C_max")
-    p.add_argument("--gamma", type=float, default=1000.0, help="γ of the capacity loss (default 1000)")
+    p.add_argument("--gamma", type=runs.non_negative_float, default=1000.0, help="γ of the capacity loss (default 1000)")
     p.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed (fp32 by default)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the weights, noise and batches (default 0)")
     p.add_argument("--device", help="cuda, mps or cpu (default: cuda, then mps, then cpu)")
@@ -190,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run saved at --out, with its settings (only --steps may change)")
     p.add_argument("--overwrite", action="store_true", help="start again at an --out that holds a run")
     p.add_argument("--log-every", type=positive_int, default=500, help="steps between progress lines and CSV rows")
-    p.add_argument("--save-every", type=positive_int, default=5000, help="steps between checkpoints")
+    p.add_argument("--save-every", type=positive_int, default=5000, help="steps between checkpoints (default 5,000)")
+    p.add_argument("--save-minutes", type=positive_float, default=runs.SAVE_MINUTES,
+                   help=f"minutes of training between checkpoints, whichever of the two comes first "
+                        f"(default {runs.SAVE_MINUTES:g})")
     p.add_argument("--eval-every", type=positive_int,
                    help="steps between disentanglement scores (metric.py defaults) in the CSV; ~30 s each on a CPU")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
@@ -234,7 +237,7 @@ def make_config(args: argparse.Namespace) -> dict:
     config.update(dataset=args.dataset, data=args.data, beta=beta, beta_norm=args.beta_norm, channels=channels,
                   batch_size=args.batch_size, steps=args.steps or DEFAULT_STEPS, seed=args.seed,
                   capacity_max=args.capacity_max, capacity_steps=args.capacity_steps, gamma=args.gamma,
-                  bf16=args.bf16, log_every=args.log_every, save_every=args.save_every,
+                  bf16=args.bf16, log_every=args.log_every, save_every=args.save_every, save_minutes=args.save_minutes,
                   eval_every=args.eval_every)
     return config
 
@@ -256,6 +259,7 @@ def resumed_config(out: str, given: dict) -> dict:
     if "baseline" in config:
         raise UsageError(f"--resume: {out} is a {config['baseline']} checkpoint: continue it with "
                          f"python baselines.py --train {config['baseline']} --out {out} --resume")
+    check_architecture(config, out)
     runs.check_same_settings(out, config, given, RESUME_FLAGS)
     if given.get("steps"):
         config["steps"] = given["steps"]
@@ -294,17 +298,18 @@ def main() -> None:
 # ---------------------------------------------------------------- the protocol (A.4): every β × seed replica
 
 PROTOCOL_FLAGS = {"beta", "seed", "seeds", "stack"}  # each replica's own, or the protocol's
+MAX_SEEDS = 10_000  # replicas of one --seeds; the paper's protocol has 10
 
 
 def seeds_arg(text: str) -> list[int]:
     """--seeds: "0-9", "0,3,5" or "4"."""
     try:
-        seeds = []
-        for part in text.split(","):
-            first, _, last = part.partition("-")
-            seeds += range(int(first), int(last or first) + 1)
+        ranges = [(int(first), int(last or first)) for first, _, last in (p.partition("-") for p in text.split(","))]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seeds such as 0-9 or 0,3,5, got {text!r}") from None
+    if sum(max(0, last - first + 1) for first, last in ranges) > MAX_SEEDS:  # counted before any list is built
+        raise argparse.ArgumentTypeError(f"--seeds {text}: more than {MAX_SEEDS:,} replicas")
+    seeds = [seed for first, last in ranges for seed in range(first, last + 1)]
     if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"expected distinct seeds ≥ 0 such as 0-9, got {text!r}")
     return seeds
@@ -486,7 +491,7 @@ class Replica:
         s, r = self.stacked, self.r
         stacked = s.optimizer.state_dict()
         optimizer = {"param_groups": stacked["param_groups"],
-                     "state": {i: {k: v[r].reshape(s.model.shapes[i]) if v.dim() else v for k, v in state.items()}
+                     "state": {i: {k: v[r].reshape(s.model.shapes[i]).clone() if v.dim() else v for k, v in state.items()}
                                for i, state in stacked["state"].items()}}
         return {"model": s.model.replica_state(r), "optimizer": optimizer, "step": s.step_count,
                 "rng": runs.rng_state(s.noise[r], s.data[r], s.cpu_state[r]), "config": self.config}

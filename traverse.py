@@ -22,6 +22,7 @@ and runs.py beside it (pillow for the pictures).
 
 import argparse
 import csv
+import math
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from model import BetaVAE, load_checkpoint
 from runs import UsageError, cli_errors, pick_device, positive_int, seed_arg, set_threads
 
 TRAVERSAL_RANGE = 3.0  # Figs. 1–4, 7: each latent swept over [−3, 3], the prior's ±3σ
+MAX_STEPS = 100  # positions of one traversal at most: 100 columns are 6,600 px wide
 KL_IMAGES = 4096  # images whose mean KL per latent orders the rows
 BATCH = 1024
 GAP = 2  # pixels between images
@@ -258,7 +260,10 @@ def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
         raise UsageError(f"{csv_path} has no seconds column: it is not a train.py log")
     if not rows:
         raise UsageError(f"{csv_path} has no scores: train with --eval-every N to log them")
-    return [float(r["seconds"]) / 60 for r in rows], [100 * float(r["score"]) for r in rows]
+    minutes, scores = [float(r["seconds"]) / 60 for r in rows], [100 * float(r["score"]) for r in rows]
+    if not all(math.isfinite(v) for v in minutes + scores):
+        raise UsageError(f"{csv_path}: its seconds or scores hold nan or inf: not a train.py log as written")
+    return minutes, scores
 
 
 def split_checkpoint(spec: str) -> tuple[str | None, str]:
@@ -279,7 +284,7 @@ def learning_curves(specs: list[str], path: Path) -> None:
         label, csv_path = split_checkpoint(spec)
         curves.append((label or Path(csv_path).stem, *read_scores(csv_path)))
     x_max = max(max(minutes) for _, minutes, _ in curves)
-    step = next(s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300) if x_max / s <= 8)  # at most 8 x ticks
+    step = next((s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300) if x_max / s <= 8), 60 * math.ceil(x_max / 480))  # ≤ 8 ticks
     x_max = step * -(-x_max // step)
     left, top = 56, 2 * LINE
     canvas = Image.new("RGB", (left + CURVE[0] + 2 * SPACE, top + CURVE[1] + 3 * LINE), "white")
@@ -321,8 +326,8 @@ def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shape
 
 def figures(args: argparse.Namespace) -> None:
     """Everything the CLI does: load the checkpoint, draw the figures asked for into the folder."""
-    if args.steps < 2:
-        raise UsageError("--steps must be at least 2: the ends of the sweep")
+    if not 2 <= args.steps <= MAX_STEPS:
+        raise UsageError(f"--steps must be from 2 (the ends of the sweep) to {MAX_STEPS} (a figure's width)")
     device = pick_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures")
