@@ -15,6 +15,8 @@ nothing from the project; train.py uses it:
 import torch
 import torch.nn.functional as F
 
+ACTIVE_KL = 0.1  # nats: a latent whose mean KL is above this carries information
+
 
 def kl_per_latent(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, exp(logvar)) || N(0, 1)) for each latent: (B, M) -> (B, M), in nats."""

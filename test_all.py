@@ -1,6 +1,7 @@
 """Every test of the project: reference checks, invariants, and end-to-end CLI runs.
 
-Fast on a laptop CPU; GPU-only tests are skipped without CUDA.
+Fast on a laptop CPU; GPU-only tests are skipped without CUDA, the explorer's browser tests without
+chromium (.ci/run installs it).
 
     pytest test_all.py                      # everything
     pytest test_all.py -m "not harness"     # the paper's claims alone: a student's quick check
@@ -37,10 +38,16 @@ The paper's claims, and the tests that check them:
 """
 
 import argparse
+import base64
+import html
 import importlib
+import io
+import json
 import math
 import os
 import random
+import re
+import shutil
 import signal
 import socket
 import struct
@@ -1371,7 +1378,7 @@ def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
             "--batch-size", "4", "--threads", "1", "--out", str(ckpt), "--device", "cpu")
     out = tmp_path / "figs"
     result = run_cli("traverse.py", str(ckpt), "--seeds", "2", "--steps", "3", "--out", str(out), "--device", "cpu")
-    assert "response maps: skipped" in result.stdout
+    assert "response maps: skipped" in result.stdout and "explorer.html: skipped" in result.stdout
     G, C, L, W = traverse.GAP, traverse.CELL, traverse.LINE, traverse.LABEL_WIDTH
     sizes = {p.name: Image.open(p).size for p in out.iterdir()}
     assert sizes == {"traversal.png": (W + 2 * (G + 3 * C) + traverse.SPACE, 2 * L + G + 4 * C),
@@ -1450,6 +1457,89 @@ def test_traverse_needs_two_steps_and_a_seed(capsys):
     with pytest.raises(SystemExit):
         traverse.build_parser().parse_args(["unread.pt", "--seeds", "0"])
     assert "--seeds: 0: it must be positive" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: the explorer's browser tests "
+                                                            "need it (apt-get install chromium; .ci/run does)")
+
+
+def browser_dump(page: Path, fragment: str, tmp_path: Path) -> tuple[dict, str]:
+    """Open `page` in headless Chromium with the URL fragment `fragment`: the JSON its dump hook
+    wrote into the page, and the page's whole DOM."""
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    result = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
+                             f"{page.as_uri()}#{fragment}"], capture_output=True, text=True, timeout=120)
+    dump = re.search(r'<pre id="dump"[^>]*>(.+?)</pre>', result.stdout, re.S)
+    assert dump, f"the page wrote no dump; chromium said: {result.stderr[-2000:]}"
+    return json.loads(html.unescape(dump[1])), result.stdout
+
+
+@harness
+def test_traverse_quantise_rows_moves_no_weight_by_more_than_half_a_step():
+    weight = torch.randn(5, 300, generator=torch.Generator().manual_seed(0)) * torch.tensor([[1], [1e-3], [50], [0], [1]])
+    q, scale = traverse.quantise_rows(weight)
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert ((q * scale[:, None] - weight).abs() <= scale[:, None] / 2 * (1 + 1e-6)).all()
+    assert q.abs().amax(1).tolist() == [127, 127, 127, 0, 127]  # each row's largest weight on the grid's end
+
+
+def grid_model() -> model.BetaVAE:
+    """A seeded fc model whose decoder weights lie on the explorer's int8 grid: the page's copy of
+    the decoder is the model's own, so any difference in what it draws is the page's doing."""
+    torch.manual_seed(0)
+    net = model.BetaVAE("fc").eval()
+    with torch.no_grad():
+        for layer in net.decoder:
+            if isinstance(layer, torch.nn.Linear):
+                q, scale = traverse.quantise_rows(layer.weight)
+                layer.weight.copy_(q * scale[:, None])
+    return net
+
+
+@harness
+@needs_chromium
+def test_traverse_explorer_draws_in_a_browser_what_pytorch_decodes(tmp_path):
+    net = grid_model()
+    seeds, names = traverse.explorer_seeds({"dataset": "shapes"}, shapes.Shapes(), torch.Generator())
+    kl = torch.rand(10, generator=torch.Generator().manual_seed(0))
+    page = tmp_path / "explorer.html"
+    traverse.write_explorer(page, net, kl, traverse.slider_labels(kl), seeds, names, "grid model")
+    z = torch.tensor([[0.5, -1, 1.25, -2.5, 0.75, 2, -0.25, 3, -3, 1.5]], dtype=torch.float64)  # exact in the URL
+    dump, _ = browser_dump(page, f"z={','.join(f'{v:g}' for v in z[0].tolist())}&dump", tmp_path)
+    with torch.no_grad():
+        p = torch.sigmoid(net.double().decode(z)).flatten()
+    decoded = torch.tensor(dump["p"], dtype=torch.float64)  # what the page's decoder gave
+    drawn = torch.tensor(dump["pixels"], dtype=torch.float64) / 255  # what its canvas holds
+    assert dump["z"] == z[0].tolist() and p.max() - p.min() > 0.1  # the code drew a picture, not a flat grey
+    # Tolerances. The weights lie on the int8 grid (grid_model), so quantisation loses nothing; the page
+    # sums in float64 as PyTorch does here, its weights q · scale and the model's float32 copies of them a
+    # float32 rounding (2^-24 relatively) apart: p within 1e-5 (measured: 5e-9). The canvas holds 255 p
+    # rounded to a byte: within 0.5/255 of p.
+    assert (decoded - p).abs().max() <= 1e-5, (decoded - p).abs().max()
+    assert (drawn - p).abs().max() <= 0.5 / 255 + 1e-5, (drawn - p).abs().max()
+
+
+@harness
+@needs_chromium
+def test_traverse_html_writes_an_explorer_whose_seed_buttons_set_the_sliders_to_their_mu(tmp_path, capsys, traverse_checkpoint):
+    traverse.figures(traverse.build_parser().parse_args([str(traverse_checkpoint), "--html", "--out", str(tmp_path),
+                                                         "--device", "cpu"]))
+    assert "wrote explorer.html" in capsys.readouterr().out
+    page = tmp_path / "explorer.html"
+    assert [p.name for p in tmp_path.iterdir()] == ["explorer.html"] and page.stat().st_size <= 16e6
+    dump, dom = browser_dump(page, "seed=4&dump", tmp_path)  # the fifth button: an ellipse, small, top left
+    ellipse = shapes.render(torch.tensor([[1, 0, 0, 6, 6]]))
+    net, _ = model.load_checkpoint(str(traverse_checkpoint))
+    with torch.no_grad():
+        mu = net.encode(ellipse)[0][0].double()
+    assert torch.allclose(torch.tensor(dump["z"], dtype=torch.float64), mu, atol=1e-5)
+    assert torch.allclose(torch.tensor(dump["sliders"], dtype=torch.float64), mu.clamp(-3, 3), atol=1e-5)
+    original = Image.open(io.BytesIO(base64.b64decode(dump["original"].split(",", 1)[1]))).convert("L")
+    assert np.array_equal(np.asarray(original) / 255, ellipse[0, 0].numpy())
+    kl = [float(k) for k in re.findall(r'<label class="slider[^"]*">z\d+ +KL ([-\d.]+) nats', dom)]
+    assert len(kl) == 10 and kl == sorted(kl, reverse=True)  # a slider per latent, the most KL first
 
 
 # ---------------------------------------------------------------- baselines.py

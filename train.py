@@ -46,7 +46,6 @@ DATASET_DEFAULTS = {  # Table 1 and A.1
     "folder": {"arch": "conv", "latents": 32, "optimizer": "adam", "lr": 1e-4, "likelihood": "bernoulli"},
 }
 DEFAULT_STEPS = 300_000
-ACTIVE_KL = 0.1  # nats: a latent whose mean KL is above this carries information
 RESUME_FLAGS = {"steps", "resume", "out", "device", "threads", "time_limit"}  # all others come from the checkpoint
 CPU_RECIPE = "python train.py --optimizer adam --lr 1e-3 --batch-size 256 --bf16 --steps 3000"  # ~10 CPU minutes
 
@@ -149,7 +148,7 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 def vae_report(mean: dict[str, torch.Tensor]) -> tuple[str, dict[str, float]]:
     """The progress line's numbers and the CSV fields, from the mean of a β-VAE step's parts."""
     kl_latent = mean["kl_per_latent"].cpu()
-    active = int((kl_latent > ACTIVE_KL).sum())
+    active = int((kl_latent > objective.ACTIVE_KL).sum())
     text = (f"loss {mean['loss']:.2f} recon {mean['recon']:.2f} kl {mean['kl']:.2f} | "
             f"active {active}/{len(kl_latent)}")
     fields = {"loss": mean["loss"].item(), "recon": mean["recon"].item(), "kl": mean["kl"].item(),

@@ -9,19 +9,26 @@ shape: square red, ellipse green, heart blue). Samples from the prior (Fig. 9): 
 Reconstructions: inputs above the decoded mean of q(z|x). Learning curves: the disentanglement
 score that train.py --eval-every logs, against training minutes. Every figure carries its axes:
 ticks, axis names, the response maps' colour bar (the value of mu), KL in nats.
+The explorer (fc models of grey images): explorer.html, one self-contained page that runs the
+decoder in the browser, a slider per latent, seed images whose mu sets them; its HTML and
+JavaScript are explorer_template.html, which this file fills in with the weights and codes.
 
 The response maps read the checkpoint's codes through metric.checkpoint_codes: cached beside it
-as <stem>.codes.pt (--no-cache: encode afresh). Needs shapes.py, model.py, loss.py, metric.py
-and runs.py beside it (pillow for the pictures).
+as <stem>.codes.pt (--no-cache: encode afresh). Needs shapes.py, model.py, loss.py, metric.py,
+runs.py and explorer_template.html beside it (pillow for the pictures).
 
     python traverse.py ckpt.pt                       # every figure, into ckpt_figures/
     python traverse.py ckpt.pt --only traversal --steps 7 --out figs
+    python traverse.py ckpt.pt --html                # the explorer alone: open explorer.html in a browser
     python traverse.py faces.pt --seeds 5            # a model trained on an image folder
     python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png   # score vs minutes
 """
 
 import argparse
+import base64
 import csv
+import io
+import json
 import math
 import time
 from pathlib import Path
@@ -53,6 +60,10 @@ MAP_ROW = HEAT + LINE + 4 * GAP  # height of one latent's response maps: the map
 BAR = (10, 44)  # the colour bar: its width, and the room for its value labels right of it
 CURVE = (480, 280)  # the learning curves' axis box, pixels
 CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0), (90, 90, 90))
+FIGURES = ("traversal", "maps", "samples", "recon", "explorer")  # what --only chooses from
+EXPLORER_TEMPLATE = Path(__file__).with_name("explorer_template.html")
+# The explorer's seeds: each shape, upright, at these (name, scale class, posX, posY).
+EXPLORER_PLACES = (("large, centre", 5, 16, 16), ("small, top left", 0, 6, 6), ("medium, bottom right", 2, 25, 25))
 
 
 def font(size: int = 13) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -127,6 +138,15 @@ def latent_kl(model: BetaVAE, x: torch.Tensor) -> torch.Tensor:
     """Mean KL(q(z_i|x) || p(z_i)) of each latent over the images x: (M,) nats."""
     mu, logvar = encode(model, x)
     return objective.kl_per_latent(mu, logvar).mean(0)
+
+
+def latents_by_kl(model: BetaVAE, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder,
+                  generator: torch.Generator) -> torch.Tensor:
+    """latent_kl over KL_IMAGES training images, said most informative first: (M,) nats."""
+    x, _ = source.sample(KL_IMAGES, generator)  # (N, C, 64, 64)
+    kl = latent_kl(model, x)
+    metric.say("latents by mean KL (nats): " + ", ".join(f"z{i} {kl[i]:.2f}" for i in kl.argsort(descending=True)))
+    return kl
 
 
 def traversal(model: BetaVAE, mu: torch.Tensor, steps: int) -> torch.Tensor:
@@ -324,67 +344,137 @@ def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shape
     return source.images_at(rows), [f"img {r}" for r in rows.tolist()]
 
 
+def explorer_seeds(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder,
+                   generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """The explorer's seed images (S, C, 64, 64) and names: each shape at EXPLORER_PLACES, or
+    as many of an image folder's own images."""
+    if config["dataset"] == "folder":
+        return seed_images(config, source, len(shapes.SHAPE_NAMES) * len(EXPLORER_PLACES), generator)
+    c = torch.tensor([[s, scale, 0, x, y] for s in range(len(shapes.SHAPE_NAMES)) for _, scale, x, y in EXPLORER_PLACES])
+    return source.render(c), [f"{shape}, {place}" for shape in shapes.SHAPE_NAMES for place, *_ in EXPLORER_PLACES]
+
+
+def slider_labels(kl: torch.Tensor) -> list[str]:
+    """The explorer's text beside each latent's slider, in index order: the one place it is made."""
+    return [f"z{i}  KL {k:.2f} nats" for i, k in enumerate(kl.tolist())]
+
+
+def quantise_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """weight (R, C) -> int8 q (R, C) and float32 scale (R,), weight ≈ q · scale[:, None].
+
+    Each row's largest |w| maps to ±127, so no weight moves by more than scale / 2. fp16 would
+    not fit: the fc decoder's 7.8 M weights are 15.6 MB as fp16 before base64 adds a third.
+    """
+    weight = weight.float()
+    scale = weight.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127  # a zero row keeps q = 0
+    return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8), scale
+
+
+def explorer_data(model: BetaVAE, kl: torch.Tensor, labels: list[str], seeds: torch.Tensor,
+                  names: list[str], title: str) -> dict:
+    """What explorer.html holds, as JSON: the decoder's Linear layers (int8 rows with float32 scales
+    and biases, base64), the latents' KL, labels and order (most KL first), and each seed's mu and image."""
+    def b64(t: torch.Tensor) -> str:  # the bytes as a JavaScript typed array reads them
+        return base64.b64encode(t.detach().cpu().contiguous().numpy().tobytes()).decode()
+
+    def png(image: torch.Tensor) -> str:
+        buffer = io.BytesIO()
+        Image.fromarray(to_uint8(image)).save(buffer, "PNG")
+        return f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+
+    layers = []
+    for linear in (m for m in model.decoder if isinstance(m, torch.nn.Linear)):
+        q, scale = quantise_rows(linear.weight.detach().cpu())
+        layers.append({"rows": q.shape[0], "cols": q.shape[1], "q": b64(q), "scale": b64(scale),
+                       "bias": b64(linear.bias.float())})
+    mu, _ = encode(model, seeds)
+    return {"title": title, "latents": model.latents, "range": TRAVERSAL_RANGE, "active_kl": objective.ACTIVE_KL,
+            "kl": kl.tolist(), "order": kl.argsort(descending=True).tolist(), "labels": labels, "layers": layers,
+            "seeds": [{"name": n, "mu": m.tolist(), "image": png(x)} for n, m, x in zip(names, mu, seeds)]}
+
+
+def write_explorer(path: Path, model: BetaVAE, kl: torch.Tensor, labels: list[str], seeds: torch.Tensor,
+                   names: list[str], title: str) -> None:
+    """explorer.html: explorer_template.html with explorer_data's JSON in its place; fc decoders only."""
+    # "<" escaped, so that no text in the data (a seed's name) can close the page's <script> early.
+    data = json.dumps(explorer_data(model, kl, labels, seeds, names, title)).replace("<", "\\u003c")
+    path.write_text(EXPLORER_TEMPLATE.read_text(encoding="utf-8").replace("__EXPLORER_DATA__", data), encoding="utf-8")
+
+
+def figure_folder(args: argparse.Namespace) -> Path:
+    """--out, or <checkpoint stem>_figures beside the checkpoint; made if it is not there."""
+    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write figures to {out}: {e.strerror}") from None
+    return out
+
+
+def chosen_figures(only: str | None, config: dict) -> dict[str, bool]:
+    """Whether to draw each of FIGURES: --only's, or every one; one the model cannot have is
+    skipped with a one-line notice."""
+    draw = {name: only in (None, name) for name in FIGURES}
+    if draw["maps"] and config["dataset"] == "folder":
+        metric.say("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
+        draw["maps"] = False
+    if draw["explorer"] and (config["arch"], config.get("channels", 1)) != ("fc", 1):
+        metric.say(f"explorer.html: skipped, it runs the fc decoder of grey images and this model is "
+                   f"{config['arch']} with {config.get('channels', 1)} channel(s)")
+        draw["explorer"] = False
+    return draw
+
+
 def figures(args: argparse.Namespace) -> None:
     """Everything the CLI does: load the checkpoint, draw the figures asked for into the folder."""
     if not 2 <= args.steps <= MAX_STEPS:
         raise UsageError(f"--steps must be from 2 (the ends of the sweep) to {MAX_STEPS} (a figure's width)")
     device = pick_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device)
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot write figures to {out}: {e.strerror}") from None
+    out = figure_folder(args)
     generator = torch.Generator().manual_seed(args.seed)
     source = shapes.make_source(config, device)
-    draw, written, say = figure_plan(args, config, device, out), [], metric.say
-    if draw["traversal"] or draw["maps"]:
-        x, _ = source.sample(KL_IMAGES, generator)  # (N, C, 64, 64)
-        kl = latent_kl(model, x)
-        say("latents by mean KL (nats): " + ", ".join(f"z{i} {kl[i]:.2f}" for i in kl.argsort(descending=True)))
+    draw = chosen_figures(args.only, config)
+    written = []
+    say = metric.say
+    say(f"traverse.py: {', '.join(name for name, on in draw.items() if on) or 'no figures'} of {args.checkpoint} "
+        f"on {device}, {torch.get_num_threads()} CPU threads, into {out}/"
+        + ("; the maps read the codes cached beside the checkpoint, or encode all 737,280 images once"
+           if draw["maps"] and not args.no_cache else ""))
+    kl = latents_by_kl(model, source, generator) if draw["traversal"] or draw["maps"] or draw["explorer"] else None
+    t = time.perf_counter()
 
-    def wrote(*names: str) -> None:
+    def wrote(*names: str) -> None:  # and the seconds since the last figure
+        nonlocal t
         written.extend(names)
         say(f"wrote {', '.join(names)} ({time.perf_counter() - t:.1f} s)")
+        t = time.perf_counter()
 
     if draw["traversal"]:
-        t = time.perf_counter()
         seeds, names = seed_images(config, source, args.seeds, generator)
         mu, _ = encode(model, seeds)
         draw_traversals(traversal(model, mu, args.steps), names, kl, out / "traversal.png", out / "traversal.gif")
         wrote("traversal.png", "traversal.gif")
     if draw["maps"]:
-        t = time.perf_counter()
         codes = metric.checkpoint_codes(args.checkpoint, model, device, not args.no_cache, progress=say)  # (737280, M) mu
         response_maps(codes, kl, out / "response_maps.png")
         wrote("response_maps.png")
     if draw["samples"]:
-        t = time.perf_counter()
         z = torch.randn(64, model.latents, generator=generator)  # z ~ N(0, I), Fig. 9
         samples = decode(model, z)  # (64, C, 64, 64)
-        grid = labelled_grid(samples.view(8, 8, *samples.shape[1:]), title="samples: z ~ N(0, I)")
-        grid.save(out / "samples.png")
+        labelled_grid(samples.view(8, 8, *samples.shape[1:]), title="samples: z ~ N(0, I)").save(out / "samples.png")
         wrote("samples.png")
     if draw["recon"]:
-        t = time.perf_counter()
         x, _ = source.sample(8, generator)  # (8, C, 64, 64)
         recon = decode(model, encode(model, x)[0])  # the mean of q(z|x), decoded: no sampling noise
         labelled_grid(torch.stack([x.cpu(), recon]), ["input", "reconstruction"]).save(out / "reconstructions.png")
         wrote("reconstructions.png")
+    if draw["explorer"]:
+        seeds, names = explorer_seeds(config, source, generator)
+        write_explorer(out / "explorer.html", model, kl, slider_labels(kl), seeds, names,
+                       f"{Path(args.checkpoint).name}: β = {config['beta']:g}, trained on {config['dataset']}")
+        wrote("explorer.html")
     say(f"wrote {', '.join(written) or 'nothing'} in {out}")
-
-
-def figure_plan(args: argparse.Namespace, config: dict, device: torch.device, out: Path) -> dict[str, bool]:
-    """Which figures to draw (--only, and never the response maps of an image-folder model), said at once."""
-    draw = {name: args.only in (None, name) for name in ("traversal", "maps", "samples", "recon")}
-    if draw["maps"] and config["dataset"] == "folder":
-        metric.say("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
-        draw["maps"] = False
-    metric.say(f"traverse.py: {', '.join(name for name, on in draw.items() if on) or 'no figures'} of "
-               f"{args.checkpoint} on {device}, {torch.get_num_threads()} CPU threads, into {out}/"
-               + ("; the maps read the codes cached beside the checkpoint, or encode all 737,280 images once"
-                  if draw["maps"] and not args.no_cache else ""))
-    return draw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curves", nargs="+", metavar="CSV",
                    help="instead: learning curves of train.py --eval-every logs (path or label=path) into --out PNG")
     p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it); with --curves, the PNG")
-    p.add_argument("--only", choices=("traversal", "maps", "samples", "recon"), help="draw this figure alone")
+    p.add_argument("--only", choices=FIGURES, help="draw this figure alone")
+    p.add_argument("--html", dest="only", action="store_const", const="explorer",
+                   help="write the interactive explorer.html alone (the same as --only explorer)")
     p.add_argument("--steps", type=int, default=10, help="positions of each traversal over [-3, 3] (default 10)")
     p.add_argument("--seeds", type=positive_int, default=3, help="image-folder models: images to traverse from (default 3)")
     p.add_argument("--seed", type=seed_arg, default=0, help="seed of the sampled images and z (default 0)")
