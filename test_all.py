@@ -1205,8 +1205,10 @@ def test_encode_all_rows_follow_deepmind_order_and_report_progress(monkeypatch):
 
 
 def shapes_checkpoint(path: Path, arch: str = "fc", **config) -> Path:
-    """An untrained model saved as train.py saves one (without optimizer state): enough for loading."""
-    net = model.BetaVAE(arch, channels=config.get("channels", 1))
+    """An untrained model saved as train.py saves one (without optimizer state): enough for loading.
+
+    The fc model has 5 latents, so that the ground truth (5 factors) stands for its codes in a cache."""
+    net = model.BetaVAE(arch, 5 if arch == "fc" else None, channels=config.get("channels", 1))
     torch.save({"model": net.state_dict(), "config": {"arch": arch, "latents": net.latents, "channels": 1,
                                                         "dataset": "shapes", "beta": 4.0, **config}}, path)
     return path
@@ -1392,7 +1394,7 @@ def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
 def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_written(tmp_path, monkeypatch, capsys, ground_truth):
     ckpt = shapes_checkpoint(tmp_path / "m.pt")
     calls = []
-    monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, torch.cat([ground_truth, ground_truth], 1)))
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, ground_truth))
     for run in range(2):
         traverse.figures(traverse.build_parser().parse_args(
             [str(ckpt), "--only", "maps", "--out", str(tmp_path / "figs"), "--device", "cpu"]))
@@ -1559,9 +1561,7 @@ def test_baselines_table_formats_ours_beside_the_paper():
 @harness
 def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_path, monkeypatch, ground_truth):
     for name, beta in (("a", 4.0), ("b", 1.0), ("c", 1.0)):
-        torch.save({"model": model.BetaVAE("fc").state_dict(),
-                    "config": {"arch": "fc", "latents": 10, "channels": 1, "dataset": "shapes", "beta": beta}},
-                   tmp_path / f"{name}.pt")
+        shapes_checkpoint(tmp_path / f"{name}.pt", beta=beta)  # 5 latents: the ground truth stands for their codes
     specs = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), f"mine={tmp_path / 'c.pt'}", str(tmp_path / "a.pt")]
     calls = []
     monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, ground_truth))  # no encoding
