@@ -463,22 +463,32 @@ def rotate_codes(codes: torch.Tensor, i: int, j: int, theta: float) -> torch.Ten
     return turned
 
 
-def rotate_latents(model: torch.nn.Module, i: int, j: int, theta: float) -> torch.nn.Module:
+def rotate_latents(model: torch.nn.Module, i: int, j: int, theta: float,
+                   turn_variance: bool = False) -> torch.nn.Module:
     """A copy of `model` (a BetaVAE) whose latents (i, j) are `model`'s turned by R(θ): an exact
-    change of coordinates.
+    change of coordinates of the codes μ and of the decoder.
 
     The encoder's last Linear gives (μ, logvar) (2M outputs): its μ rows i and j become R times
     them, so μ' = R μ on the pair; the logvar rows M + i, M + j stay. The decoder's first Linear
     gets columns W' = W Rᵀ on the pair, so W' R z = W z: decode'(R z) = decode(z) for every z.
     In Eq. 4 the KL is unchanged (|R μ| = |μ|, σ unchanged); the reconstruction term is unchanged
     in expectation where σ_i = σ_j, since then z' = R μ + σ ε = R (μ + σ Rᵀ ε) and Rᵀ ε ~ N(0, I) like ε.
+    Where σ_i ≠ σ_j no diagonal posterior is a change of coordinates; with `turn_variance` each
+    variance turns with its mean as far as the linear head allows: logvar'_i = cos²θ logvar_i +
+    sin²θ logvar_j, logvar'_j = sin²θ logvar_i + cos²θ logvar_j, so that 90° is an exact relabelling
+    (the pair swapped, one sign flipped) of the whole posterior.
     """
     turned = copy.deepcopy(model)
     head, first = turned.encoder[-1], turned.decoder[0]  # Linear(H, 2M), Linear(M, H)
     R = rotation(theta).to(head.weight)
+    logvar = [turned.latents + i, turned.latents + j]
+    mix = R.square()  # [[cos², sin²], [sin², cos²]]
     with torch.no_grad():
         head.weight[[i, j]] = R @ head.weight[[i, j]]  # (2, H)
         head.bias[[i, j]] = R @ head.bias[[i, j]]
+        if turn_variance:
+            head.weight[logvar] = mix @ head.weight[logvar]  # (2, H)
+            head.bias[logvar] = mix @ head.bias[logvar]
         first.weight[:, [i, j]] = first.weight[:, [i, j]] @ R.T  # (H, 2)
     return turned
 
@@ -504,13 +514,15 @@ def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int,
                    x: torch.Tensor, eps: torch.Tensor, beta: float, likelihood: str = "bernoulli",
                    Ls: tuple[int, ...] = ROTATION_L, **score) -> dict[str, float]:
     """One angle of the sweep: the model with latents `pair` turned by θ (`rotate_latents`), its Eq. 4
-    on the fixed batch x with the fixed noise ε (loss, recon, kl), and its codes (the original codes
-    turned: the μ head is linear, so this is exact) scored: position angle of the pair and the
-    disentanglement score at each L (`score`: disentanglement_score's other settings)."""
+    on the fixed batch x with the fixed noise ε (loss, recon, kl; loss_turned: with the variances
+    turned too), and its codes (the original codes turned: the μ head is linear, so this is exact)
+    scored: position angle of the pair and the disentanglement score at each L (`score`:
+    disentanglement_score's other settings)."""
     parts = objective_on_batch(rotate_latents(model, *pair, theta), x, eps, beta, likelihood)
+    along = objective_on_batch(rotate_latents(model, *pair, theta, turn_variance=True), x, eps, beta, likelihood)
     turned = rotate_codes(codes, *pair, theta)
     return {"theta": theta, **{k: parts[k].item() for k in ("loss", "recon", "kl")},
-            "angle": position_angle(turned, *pair),
+            "loss_turned": along["loss"].item(), "angle": position_angle(turned, *pair),
             **{f"score_L{L}": disentanglement_score(turned, L=L, **score) for L in Ls}}
 
 
@@ -624,26 +636,29 @@ def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor, path
 
 def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
                          args: argparse.Namespace, device: torch.device, factors: tuple[int, ...]) -> None:
-    """--rotate: Eq. 4 on a fixed batch with fixed noise and the score at each L, one line per angle θ."""
+    """--rotate: Eq. 4 on a fixed batch with fixed noise (variances kept, and turned along) and the
+    score at each L, one line per angle θ."""
     x, eps = probe_batch(model.latents, args.probe_images, device=device)
     beta, likelihood = config["beta"], config.get("likelihood", "bernoulli")
     with torch.inference_mode():
         mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
     i, j = rotation_pair(args.rotate, codes, objective.kl_per_latent(mu, logvar).mean(0), path)
     sigma = (0.5 * logvar[:, [i, j]]).exp().mean(0).tolist()
+    apart = (0.5 * (logvar[:, i] - logvar[:, j])).abs().mean()  # the hypothesis wants 0: one variance for both
     say(f"{path}: latents {i} and {j} turned by θ (encoder μ rows, decoder first-layer columns: an exact change "
-        f"of coordinates); posterior σ mean {sigma[0]:.3f} and {sigma[1]:.3f}; Eq. 4 (β = {beta:g}) on "
-        f"{len(x):,} fixed images with fixed noise ε; scores at seed {args.seed}, {args.n_train} train points")
+        f"of coordinates of μ); posterior σ mean {sigma[0]:.3f} and {sigma[1]:.3f}, |log σ_{i} − log σ_{j}| "
+        f"{apart:.2f} per image; Eq. 4 (β = {beta:g}) on {len(x):,} fixed images with fixed noise ε, with logvar "
+        f"kept and turned along; scores at seed {args.seed}, {args.n_train} train points")
     score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors, seed=args.seed,
                  steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
-    say(f"  {'θ':>4}  {'Eq. 4':>8}  {'recon':>8}  {'KL':>6}  {'vs 0°':>7}  {'angle':>6}  "
+    say(f"  {'θ':>4}  {'Eq. 4':>8}  {'vs 0°':>7}  {'KL':>6}  {'σ turned':>8}  {'vs 0°':>7}  {'angle':>6}  "
         + "  ".join(f"{f'L = {L}':>7}" for L in ROTATION_L))
     first = None
     for theta in ROTATION_ANGLES:
         row = rotation_probe(model, codes, (i, j), theta, x, eps, beta, likelihood, **score)
         first = first or row
-        say(f"  {theta:>3}°  {row['loss']:8.2f}  {row['recon']:8.2f}  {row['kl']:6.2f}  "
-            f"{row['loss'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
+        say(f"  {theta:>3}°  {row['loss']:8.2f}  {row['loss'] / first['loss'] - 1:+7.2%}  {row['kl']:6.2f}  "
+            f"{row['loss_turned']:8.2f}  {row['loss_turned'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
             + "  ".join(f"{row[f'score_L{L}']:7.2%}" for L in ROTATION_L))
 
 

@@ -1119,9 +1119,12 @@ def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angl
     assert view["pair"] == (3, 4) and view["angle"] == pytest.approx(0, abs=1e-6)
     assert view["mig"] == metric.mig(codes)
     scaled = codes * torch.tensor([1, 1, 1, 3.0, -0.5, 1, 1])  # the angle ignores the latents' scales and signs
+    sheared = codes.clone()
+    sheared[:, 3:5] = codes[:, 3:5] @ torch.tensor([[2.0, 0.5], [0.5, 1.0]])  # and a symmetric shear S
     for theta, angle in [(30, 30), (45, 45), (60, 30), (90, 0), (100, 10)]:
-        turned = metric.rotate_codes(scaled, 3, 4, theta)
-        assert metric.position_angle(turned, 3, 4) == pytest.approx(angle, abs=1e-4), theta
+        for before in (scaled, sheared):
+            turned = metric.rotate_codes(before, 3, 4, theta)
+            assert metric.position_angle(turned, 3, 4) == pytest.approx(angle, abs=1e-4), theta
     mi = metric.mutual_information(metric.rotate_codes(codes, 3, 4, 45), ground_truth.long())
     assert set(metric.position_pair(mi, kl)) == {3, 4}  # still found when fully mixed
     codes[:, 5] += codes[:, 3]  # area and some posX: not the posY latent
@@ -1152,6 +1155,12 @@ def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_sc
         assert same == pytest.approx(before, rel=1e-6)
         assert metric.objective_on_batch(turned, x, eps, 4.0)["loss"].item() == pytest.approx(before, rel=1e-3)
         assert turned is not net and torch.equal(net.encode(x)[0], mu)  # the model itself is left alone
+    # Latents 2 and 3 have unequal variances: turned by 90° with their variances, a relabelling, Eq. 4 exact
+    relabelled = metric.rotate_latents(net, 2, 3, 90.0, turn_variance=True)
+    with torch.no_grad():
+        assert torch.allclose(relabelled.encode(x)[1], logvar[:, [0, 1, 3, 2]], atol=1e-6)
+    same = metric.objective_on_batch(relabelled, x, metric.rotate_codes(eps, 2, 3, 90.0), 4.0)["loss"].item()
+    assert same == pytest.approx(before, rel=1e-6) and not torch.allclose(logvar[:, 2], logvar[:, 3], atol=1e-3)
     # while the metric, reading single latents, loses the position factors turned by 45°
     codes = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
     aligned = metric.disentanglement_score(codes, L=16, **SMALL)
@@ -1185,7 +1194,7 @@ def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a
     assert "latents 3 (posX) and 4 (posY), 0.0° from the (posX, posY) axes" in out and "MIG 0.902" in out
     assert "latents 3 and 4 turned by θ" in out
     sweep = [line.split() for line in out.splitlines() if line.lstrip().startswith(("0°", "45°", "90°"))]
-    assert [row[0] for row in sweep] == ["0°", "45°", "90°"] and [row[5] for row in sweep] == ["0.0°", "45.0°", "0.0°"]
+    assert [row[0] for row in sweep] == ["0°", "45°", "90°"] and [row[6] for row in sweep] == ["0.0°", "45.0°", "0.0°"]
     for bad, why in [(["--rotate", "1"], "two different latents"), (["--rotate", "2", "2"], "two different latents"),
                      (["--rotate", "0", "5"], "has latents 0 to 4")]:
         assert why in main_error(monkeypatch, capsys, "metric.py", str(ckpt), *bad, *small)
