@@ -7,15 +7,18 @@ For each point (Sec. 3):
   4. average z_diff = |z1 − z2| over the L pairs                              (Eq. 5)
 then train a linear softmax classifier (NLL, Adagrad lr 1e-2, until convergence) to predict
 y from that average. The score is its accuracy on held-out points. Also here: the factor
-classification of A.5 (Table 2), MIG (Chen et al. 2018) and the FactorVAE metric (Kim &
-Mnih 2018). Every metric reads `codes`: row i is the representation of image i in
-DeepMind's index order, computed once for all 737,280 images by `encode_all`; `training_score`
-is the score that train.py --eval-every logs.
+classification of A.5 (Table 2), MIG (Chen et al. 2018), the FactorVAE metric (Kim & Mnih
+2018), which latent carries which factor, and what turning two latents does to Eq. 4 and to the
+score (the objective's blind spot). Every metric reads `codes`: row i is the representation of
+image i in DeepMind's index order, computed once for all 737,280 images by `encode_all`;
+`training_score` is the score that train.py --eval-every logs.
 
     python metric.py ckpt.pt                  # the score, its settings and seconds taken
     python metric.py ckpt.pt --table2 --all   # plus A.5 accuracies, MIG and FactorVAE
     python metric.py a.pt b.pt c.pt           # A.4: 3 classifier seeds each, bottom half dropped
     python metric.py ckpt.pt --dlib           # disentanglement_lib's settings, to compare with its numbers
+    python metric.py ckpt.pt --latents        # each latent's KL, factor and purity; position angle; MIG
+    python metric.py ckpt.pt --rotate         # the position pair turned 0-90°: Eq. 4 and the score at L = 16, 64
 
 --dlib: disentanglement_lib's β-VAE metric fixes one of all five factors (shape included) with
 L = 64 on 10,000 / 5,000 points (our classifier, standardised inputs); its MIG reads 10,000
@@ -27,10 +30,11 @@ issue 15; not re-measured here, disentanglement_lib not being reachable).
 A checkpoint's codes are cached beside it as <stem>.codes.pt, tied to its weights, so a second
 run on it (and traverse.py's response maps, baselines.py's rows) skips the encoding; --no-cache
 encodes afresh and writes nothing. Copied into another project, this file needs shapes.py,
-model.py and runs.py beside it (and torch).
+model.py, loss.py and runs.py beside it (and torch).
 """
 
 import argparse
+import copy
 import hashlib
 import math
 import time
@@ -40,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import loss as objective
 import shapes
 from model import BetaVAE, load_checkpoint
 from runs import (Every, UsageError, cli_errors, pick_device, positive_float, positive_int, seed_arg, set_threads,
@@ -310,29 +315,47 @@ def mig(codes: torch.Tensor, bins: int = 20, n_images: int | None = None, seed: 
     `n_images` drawn at random (disentanglement_lib: 10,000).
 
     Each code dimension is discretised into `bins` equal-width bins over its range in the
-    images used; H(v_k) is the entropy of the factor over those images (log |v_k| on the whole set).
+    images used (`mutual_information`); H(v_k) is the entropy of the factor over those images
+    (log |v_k| on the whole set).
     """
     index = torch.arange(shapes.N_IMAGES) if n_images is None else \
         torch.randint(shapes.N_IMAGES, (n_images,), generator=torch.Generator().manual_seed(seed))
-    codes = codes[index].float()
+    classes = shapes.index_to_classes(index)  # (N, 5)
+    normalised = mutual_information(codes[index], classes, bins) / factor_entropy(classes)  # (D, 5)
+    top = normalised.topk(2, dim=0).values if len(normalised) > 1 else \
+        torch.cat([normalised, torch.zeros_like(normalised)])  # (2, 5): the two most informative dimensions
+    return (top[0] - top[1]).mean().item()
+
+
+def mutual_information(codes: torch.Tensor, classes: torch.Tensor, bins: int = 20) -> torch.Tensor:
+    """I(z_d; v_k) in nats of each code dimension d with each factor k, over the N images coded:
+    (D, 5) float64, from codes (N, D) and the images' factor classes (N, 5).
+
+    Each dimension is discretised into `bins` equal-width bins over its range, as Chen et al.
+    (2018) and disentanglement_lib do for MIG.
+    """
+    codes = codes.float()
     lo, hi = codes.min(0).values, codes.max(0).values
     width = torch.where(hi > lo, (hi - lo) / bins, torch.ones_like(hi))
     binned = ((codes - lo) / width).long().clamp_(0, bins - 1)  # (N, D)
-    classes = shapes.index_to_classes(index)  # (N, 5)
     N, D = binned.shape
-    gaps = []
+    mi = torch.empty(D, len(shapes.FACTOR_SIZES), dtype=torch.float64)
     for f, size in enumerate(shapes.FACTOR_SIZES):
-        mi = torch.empty(D)
         for d in range(D):
             joint = torch.bincount(binned[:, d] * size + classes[:, f], minlength=bins * size)
             p = joint.view(bins, size).double() / N  # p(z_d bin, v_f)
             outer = p.sum(1, keepdim=True) * p.sum(0, keepdim=True)
-            mi[d] = torch.where(p > 0, p * (p / outer).log(), torch.zeros_like(p)).sum()
-        p_v = torch.bincount(classes[:, f], minlength=size).double() / N
-        entropy = -torch.where(p_v > 0, p_v * p_v.log(), torch.zeros_like(p_v)).sum()
-        top = mi.topk(2).values if D > 1 else torch.cat([mi, torch.zeros(1)])
-        gaps.append(((top[0] - top[1]) / entropy).item())
-    return sum(gaps) / len(gaps)
+            mi[d, f] = torch.where(p > 0, p * (p / outer).log(), torch.zeros_like(p)).sum()
+    return mi.clamp_min_(0)  # rounding leaves about -1e-17 where there is none
+
+
+def factor_entropy(classes: torch.Tensor) -> torch.Tensor:
+    """H(v_k) in nats of each factor over the images of `classes` (N, 5): (5,) float64."""
+    entropy = []
+    for f, size in enumerate(shapes.FACTOR_SIZES):
+        p_v = torch.bincount(classes[:, f], minlength=size).double() / len(classes)
+        entropy.append(-torch.where(p_v > 0, p_v * p_v.log(), torch.zeros_like(p_v)).sum())
+    return torch.stack(entropy)
 
 
 def factor_vae_score(codes: torch.Tensor, *, L: int = 64, n_train: int = 10000, n_test: int = 5000,
@@ -386,6 +409,166 @@ def a4_protocol(scores: list[float]) -> tuple[float, float, list[float]]:
     return *mean_std(kept), kept
 
 
+# Which latent carries which factor (issue 20): pure functions of the codes μ (737280, M) of all images
+# (and of each latent's mean KL, where "active" matters), returning numbers; metric.py --latents prints them.
+
+
+FACTOR_ENTROPY = torch.tensor(shapes.FACTOR_SIZES, dtype=torch.float64).log()  # H(v_k) over the whole set: log |v_k|
+POSITION = (3, 4)  # posX, posY in the factor order of shapes.FACTOR_NAMES
+PROBE_IMAGES = 4096  # the fixed batch of the per-latent KL and of the rotation probe's Eq. 4
+ROTATION_ANGLES = (0, 15, 30, 45, 60, 75, 90)  # θ in degrees; 90° swaps the pair (and flips a sign)
+ROTATION_L = (16, 64)  # the metric's L in the rotation sweep: 16 reads rotations, 64 saturates (README)
+
+
+def latent_factors(mi: torch.Tensor) -> list[tuple[int, float]]:
+    """For each latent, the factor it follows and how purely, from its mutual information `mi` (M, 5)
+    in nats with each factor over all images (`mutual_information`).
+
+    The factor is the one of largest I(z_d; v_k) / H(v_k): the largest share of a factor's entropy.
+    Purity is I(z_d; v_k) / Σ_k' I(z_d; v_k'): the share of what the latent tells about the factors
+    that is about that one. The factors are independent on the full grid, so a function of one factor
+    alone has purity 1 exactly, and a latent that follows area (scale mixed with shape) has less.
+    """
+    factor = (mi / FACTOR_ENTROPY).argmax(1)  # (M,)
+    total = mi.sum(1).clamp_min(1e-12)  # a constant latent: purity 0, not 0/0
+    return [(int(k), (mi[d, k] / total[d]).item()) for d, k in enumerate(factor)]
+
+
+def position_pair(mi: torch.Tensor, kl: torch.Tensor) -> tuple[int, int] | None:
+    """The two active latents (mean KL above loss.ACTIVE_KL) that carry position: those of largest
+    I(z_d; posX) / H(posX) + I(z_d; posY) / H(posY), as (the more posX one, the more posY one);
+    None with fewer than two active latents. A sum, so that a pair turned by 45° is still found."""
+    if int((kl > objective.ACTIVE_KL).sum()) < 2:
+        return None
+    normalised = (mi / FACTOR_ENTROPY)[:, POSITION]  # (M, 2)
+    position = torch.where(kl > objective.ACTIVE_KL, normalised.sum(1), torch.tensor(-1.0, dtype=torch.float64))  # (M,)
+    a, b = position.topk(2).indices.tolist()
+    x_minus_y = normalised[:, 0] - normalised[:, 1]
+    return (a, b) if x_minus_y[a] >= x_minus_y[b] else (b, a)
+
+
+def position_angle(codes: torch.Tensor, a: int, b: int) -> float:
+    """The angle in degrees, 0 to 45, between the plane of latents (a, b) and the true (posX, posY) axes.
+
+    Definition: fit z = W p + c by least squares over all images, where z = (μ_a, μ_b) and
+    p = (posX, posY) as class indices (the same grid step on both axes); W is the 2×2 map from position
+    to the two latents. Its polar decomposition W = R S (R orthogonal, S symmetric positive, from the
+    SVD W = U Σ Vᵀ: R = U Vᵀ) separates the turn R from the latents' own scales and any shear S.
+    R's first column is (cos φ, sin φ): R is the rotation by φ, or that rotation with the sign of
+    latent b flipped. Aligned latents follow one factor each, in either order and with either sign,
+    so R counts modulo those signed permutations, which take φ to ±φ + k·90°: the angle is
+    min(φ mod 90°, 90° − φ mod 90°). 0° = each latent follows one position factor; 45° = each follows
+    posX ± posY equally: fully mixed. Turning the pair by θ with `rotate_codes` moves the angle by θ
+    (then folded), whatever the latents' scales and signs.
+    """
+    classes = shapes.index_to_classes(torch.arange(len(codes)))  # (N, 5): codes are in DeepMind order
+    p = classes[:, POSITION].double()
+    z = codes[:, [a, b]].double()  # (N, 2)
+    p, z = p - p.mean(0), z - z.mean(0)
+    W = torch.linalg.lstsq(p, z).solution.T  # (2, 2): z ≈ W p
+    U, _, Vh = torch.linalg.svd(W)
+    R = U @ Vh
+    phi = math.degrees(math.atan2(R[1, 0].item(), R[0, 0].item())) % 90.0
+    return min(phi, 90.0 - phi)
+
+
+def latent_summary(codes: torch.Tensor, kl: torch.Tensor, bins: int = 20) -> dict:
+    """The per-latent view of a model as numbers: from its codes μ (737280, M) of all images and
+    each latent's mean KL (M,) in nats.
+
+    Returns kl (M,), active (the latents of KL above ACTIVE_KL), nmi (M, 5): I(z_d; v_k) / H(v_k),
+    factor and purity of each latent (`latent_factors`), pair (the position latents, or None),
+    angle (`position_angle` of the pair, or None) and mig.
+    """
+    classes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))  # (N, 5)
+    mi = mutual_information(codes, classes, bins)  # (M, 5)
+    pair = position_pair(mi, kl)
+    factors = latent_factors(mi)
+    return {"kl": kl.tolist(), "active": [d for d in range(len(kl)) if kl[d] > objective.ACTIVE_KL],
+            "nmi": mi / FACTOR_ENTROPY, "factor": [f for f, _ in factors], "purity": [p for _, p in factors],
+            "pair": pair, "angle": None if pair is None else position_angle(codes, *pair),
+            "mig": mig(codes, bins)}
+
+
+# The objective's blind spot (issue 20): two latents turned by θ are an exact change of coordinates of
+# the model, which Eq. 4 barely sees where the two posterior variances are equal, and the metric reads.
+
+def rotation(theta: float) -> torch.Tensor:
+    """R(θ) (2, 2) for θ in degrees: turns a pair of coordinates counter-clockwise."""
+    c, s = math.cos(math.radians(theta)), math.sin(math.radians(theta))
+    return torch.tensor([[c, -s], [s, c]])
+
+
+def rotate_codes(codes: torch.Tensor, i: int, j: int, theta: float) -> torch.Tensor:
+    """Codes (N, M) with latents (i, j) turned by R(θ): (z_i, z_j) -> R (z_i, z_j), the rest as they are."""
+    turned = codes.clone()
+    turned[:, [i, j]] = codes[:, [i, j]] @ rotation(theta).T.to(codes)  # rows: z R^T = (R z)^T
+    return turned
+
+
+def rotate_latents(model: torch.nn.Module, i: int, j: int, theta: float,
+                   turn_variance: bool = False) -> torch.nn.Module:
+    """A copy of `model` (a BetaVAE) whose latents (i, j) are `model`'s turned by R(θ): an exact
+    change of coordinates of the codes μ and of the decoder.
+
+    The encoder's last Linear gives (μ, logvar) (2M outputs): its μ rows i and j become R times
+    them, so μ' = R μ on the pair; the logvar rows M + i, M + j stay. The decoder's first Linear
+    gets columns W' = W Rᵀ on the pair, so W' R z = W z: decode'(R z) = decode(z) for every z.
+    In Eq. 4 the KL is unchanged (|R μ| = |μ|, σ unchanged); the reconstruction term is unchanged
+    in expectation where σ_i = σ_j, since then z' = R μ + σ ε = R (μ + σ Rᵀ ε) and Rᵀ ε ~ N(0, I) like ε.
+    Where σ_i ≠ σ_j no diagonal posterior is a change of coordinates; with `turn_variance` each
+    variance turns with its mean as far as the linear head allows: logvar'_i = cos²θ logvar_i +
+    sin²θ logvar_j, logvar'_j = sin²θ logvar_i + cos²θ logvar_j, so that 90° is an exact relabelling
+    (the pair swapped, one sign flipped) of the whole posterior.
+    """
+    turned = copy.deepcopy(model)
+    head, first = turned.encoder[-1], turned.decoder[0]  # Linear(H, 2M), Linear(M, H)
+    R = rotation(theta).to(head.weight)
+    logvar = [turned.latents + i, turned.latents + j]
+    mix = R.square()  # [[cos², sin²], [sin², cos²]]
+    with torch.no_grad():
+        head.weight[[i, j]] = R @ head.weight[[i, j]]  # (2, H)
+        head.bias[[i, j]] = R @ head.bias[[i, j]]
+        if turn_variance:
+            head.weight[logvar] = mix @ head.weight[logvar]  # (2, H)
+            head.bias[logvar] = mix @ head.bias[logvar]
+        first.weight[:, [i, j]] = first.weight[:, [i, j]] @ R.T  # (H, 2)
+    return turned
+
+
+def probe_batch(latents: int, n: int = PROBE_IMAGES, seed: int = 0,
+                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed batch: n images drawn uniformly (B, 1, 64, 64) and fixed noise ε (B, M) ~ N(0, I)."""
+    g = torch.Generator().manual_seed(seed)
+    x = shapes.render(shapes.index_to_classes(torch.randint(shapes.N_IMAGES, (n,), generator=g)))
+    return x.to(device), torch.randn(n, latents, generator=g).to(device)
+
+
+def objective_on_batch(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor, beta: float,
+                       likelihood: str = "bernoulli") -> dict[str, torch.Tensor]:
+    """Eq. 4's negative and its parts (loss.beta_vae_loss) on images x with the noise ε (B, M) given."""
+    with torch.inference_mode():
+        mu, logvar = model.encode(x)  # (B, M)
+        z = mu + eps * (0.5 * logvar).exp()  # the reparameterisation trick, with this ε
+        return objective.beta_vae_loss(model.decode(z).float(), x, mu.float(), logvar.float(), beta, likelihood)
+
+
+def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int, int], theta: float,
+                   x: torch.Tensor, eps: torch.Tensor, beta: float, likelihood: str = "bernoulli",
+                   Ls: tuple[int, ...] = ROTATION_L, **score) -> dict[str, float]:
+    """One angle of the sweep: the model with latents `pair` turned by θ (`rotate_latents`), its Eq. 4
+    on the fixed batch x with the fixed noise ε (loss, recon, kl; loss_turned: with the variances
+    turned too), and its codes (the original codes turned: the μ head is linear, so this is exact)
+    scored: position angle of the pair and the disentanglement score at each L (`score`:
+    disentanglement_score's other settings)."""
+    parts = objective_on_batch(rotate_latents(model, *pair, theta), x, eps, beta, likelihood)
+    along = objective_on_batch(rotate_latents(model, *pair, theta, turn_variance=True), x, eps, beta, likelihood)
+    turned = rotate_codes(codes, *pair, theta)
+    return {"theta": theta, **{k: parts[k].item() for k in ("loss", "recon", "kl")},
+            "loss_turned": along["loss"].item(), "angle": position_angle(turned, *pair),
+            **{f"score_L{L}": disentanglement_score(turned, L=L, **score) for L in Ls}}
+
+
 def classifier_description(classifier: str = CLASSIFIER, steps: int = CLASSIFIER_STEPS,
                            lr: float = CLASSIFIER_LR) -> str:
     """How the linear classifier was fitted, for every printed score's settings."""
@@ -434,6 +617,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dlib", action="store_true",
                    help=f"disentanglement_lib's settings for every metric: L = {DLIB_L} with shape among the factors, "
                         f"MIG on {DLIB_IMAGES:,} images, FactorVAE pruned at std 0.05; implies --all")
+    p.add_argument("--latents", action="store_true",
+                   help="also print which latent carries which factor: KL, mutual information table, position angle, MIG")
+    p.add_argument("--rotate", nargs="*", type=int, metavar="I J",
+                   help=f"also turn latents I and J (default: the position pair) by {ROTATION_ANGLES[0]}-"
+                        f"{ROTATION_ANGLES[-1]}°: Eq. 4 on fixed images and noise, score at L = "
+                        + " and ".join(map(str, ROTATION_L)))
+    p.add_argument("--probe-images", type=positive_int, default=PROBE_IMAGES,
+                   help=f"fixed images of --latents' KL and --rotate's Eq. 4 (default {PROBE_IMAGES})")
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
     p.add_argument("--no-cache", action="store_true", help="encode afresh; neither read nor write <stem>.codes.pt")
     p.add_argument("--device", help="device for encoding: cuda, mps or cpu (default: cuda, then mps, then cpu)")
@@ -445,6 +636,85 @@ def build_parser() -> argparse.ArgumentParser:
 def say(line: str) -> None:
     """metric.py's output: whole lines at once, so that a log file shows each as it comes."""
     print(line, flush=True)
+
+
+def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
+                      n_images: int, device: torch.device) -> None:
+    """--latents: each latent's mean KL, its normalised mutual information with each factor (an aligned
+    latents × factors table), the factor it follows and how purely, the position angle and MIG."""
+    say(f"{path}: per-latent view: KL and recon on {n_images:,} fixed images, mutual information "
+        f"I(z; v) / H(v) over all {shapes.N_IMAGES:,} (codes μ in 20 bins)")
+    x, eps = probe_batch(model.latents, n_images, device=device)
+    parts = objective_on_batch(model, x, eps, config["beta"], config.get("likelihood", "bernoulli"))
+    view = latent_summary(codes, parts["kl_per_latent"].cpu())
+    say(f"  active latents {len(view['active'])} of {model.latents} (mean KL > {objective.ACTIVE_KL} nats); "
+        f"KL {parts['kl']:.2f}, recon {parts['recon']:.2f}, Eq. 4 (β = {config['beta']:g}) {parts['loss']:.2f} nats")
+    width = max(map(len, shapes.FACTOR_NAMES))
+    say(f"  {'latent':>6}  {'KL':>6}  " + "  ".join(f"{name:>{width}}" for name in shapes.FACTOR_NAMES)
+        + f"  {'follows':<{width}}  purity")
+    for d, kl in enumerate(view["kl"]):
+        cells = "  ".join(f"{v:>{width}.3f}" for v in view["nmi"][d].tolist())
+        follows = (f"{shapes.FACTOR_NAMES[view['factor'][d]]:<{width}}  {view['purity'][d]:6.2f}"
+                   if d in view["active"] else "(inactive)")
+        say(f"  {d:>6}  {kl:6.2f}  {cells}  {follows}")
+    if view["pair"] is None:
+        say("  position plane: fewer than two active latents")
+    else:
+        a, b = view["pair"]
+        say(f"  position plane: latents {a} (posX) and {b} (posY), {view['angle']:.1f}° from the (posX, posY) "
+            f"axes (0° aligned, 45° fully mixed)")
+    say(f"  MIG {view['mig']:.3f} (all images); purity: the share of a latent's information about the "
+        f"factors that is about the one it follows")
+
+
+def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor, path: str) -> tuple[int, int]:
+    """The latents that --rotate turns: as given, or the position pair of the per-latent view."""
+    if rotate:
+        return rotate[0], rotate[1]
+    pair = position_pair(mutual_information(codes, shapes.index_to_classes(torch.arange(shapes.N_IMAGES))), kl)
+    if pair is None:
+        raise UsageError(f"{path} has fewer than two active latents: name the pair to turn, --rotate I J")
+    return pair
+
+
+def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
+                         args: argparse.Namespace, device: torch.device, factors: tuple[int, ...]) -> None:
+    """--rotate: Eq. 4 on a fixed batch with fixed noise (variances kept, and turned along) and the
+    score at each L, one line per angle θ."""
+    x, eps = probe_batch(model.latents, args.probe_images, device=device)
+    beta, likelihood = config["beta"], config.get("likelihood", "bernoulli")
+    with torch.inference_mode():
+        mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
+    i, j = rotation_pair(args.rotate, codes, objective.kl_per_latent(mu, logvar).mean(0), path)
+    sigma = (0.5 * logvar[:, [i, j]]).exp().mean(0).tolist()
+    apart = (0.5 * (logvar[:, i] - logvar[:, j])).abs().mean()  # the hypothesis wants 0: one variance for both
+    say(f"{path}: latents {i} and {j} turned by θ (encoder μ rows, decoder first-layer columns: an exact change "
+        f"of coordinates of μ); posterior σ mean {sigma[0]:.3f} and {sigma[1]:.3f}, |log σ_{i} − log σ_{j}| "
+        f"{apart:.2f} per image; Eq. 4 (β = {beta:g}) on {len(x):,} fixed images with fixed noise ε, with logvar "
+        f"kept and turned along; scores at seed {args.seed}, {args.n_train} train points")
+    score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors, seed=args.seed,
+                 steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+    say(f"  {'θ':>4}  {'Eq. 4':>8}  {'vs 0°':>7}  {'KL':>6}  {'σ turned':>8}  {'vs 0°':>7}  {'angle':>6}  "
+        + "  ".join(f"{f'L = {L}':>7}" for L in ROTATION_L))
+    first = None
+    for theta in ROTATION_ANGLES:
+        row = rotation_probe(model, codes, (i, j), theta, x, eps, beta, likelihood, **score)
+        first = first or row
+        say(f"  {theta:>3}°  {row['loss']:8.2f}  {row['loss'] / first['loss'] - 1:+7.2%}  {row['kl']:6.2f}  "
+            f"{row['loss_turned']:8.2f}  {row['loss_turned'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
+            + "  ".join(f"{row[f'score_L{L}']:7.2%}" for L in ROTATION_L))
+
+
+def check_rotate(rotate: list[int] | None, models: list[torch.nn.Module], paths: list[str]) -> None:
+    """--rotate's latents, before any work: none (the position pair) or two distinct ones each model has."""
+    if not rotate:
+        return
+    if len(rotate) != 2 or rotate[0] == rotate[1]:
+        raise UsageError(f"--rotate {' '.join(map(str, rotate))}: give two different latents I J, "
+                         f"or none for the position pair")
+    for path, model in zip(paths, models):
+        if not all(0 <= d < model.latents for d in rotate):
+            raise UsageError(f"--rotate {rotate[0]} {rotate[1]}: {path} has latents 0 to {model.latents - 1}")
 
 
 def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace, device: torch.device,
@@ -469,6 +739,12 @@ def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace
         say(f"  MIG {mig(codes, n_images=DLIB_IMAGES if args.dlib else None, seed=args.seed):.3f} ({images}), "
             f"FactorVAE metric {factor_vae_score(codes, seed=args.seed, dlib=args.dlib):.2%} "
             f"(dimensions pruned below " + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
+    if args.latents or args.rotate is not None:
+        config = load_checkpoint(path)[1]  # β and likelihood of Eq. 4
+        if args.latents:
+            print_latent_view(path, model, codes, config, args.probe_images, device)
+        if args.rotate is not None:
+            print_rotation_sweep(path, model, codes, config, args, device, factors)
     return scores
 
 
@@ -481,6 +757,7 @@ def main() -> None:
         args.L = args.L or (DLIB_L if args.dlib else DEFAULT_L)
         device = pick_device(args.device)
         models = [load_shapes_model(path, device) for path in args.checkpoints]  # fail before any work
+        check_rotate(args.rotate, models, args.checkpoints)
         factors = (0,) + PAPER_FACTORS if args.include_shape or args.dlib else PAPER_FACTORS
         seeds = args.seeds or (3 if len(args.checkpoints) > 1 else 1)
         say(f"metric.py: scoring {len(args.checkpoints)} checkpoint(s) on {device}, {torch.get_num_threads()} CPU "

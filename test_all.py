@@ -19,6 +19,9 @@ The paper's claims, and the tests that check them:
   Sec. 3, the disentanglement metric: test_ground_truth_scores_at_least_99_percent (ground truth ~100 %),
     test_random_and_constant_codes_score_at_chance (noise ~chance), test_rotated_ground_truth_scores_below_ground_truth
     (independence is not disentanglement), test_same_seed_same_score_and_z_diff_definition (z_diff, Eq. 5)
+  Which latent carries which factor, and Eq. 4's blind spot: test_latents_view_names_each_latents_factor_and_purity_and_the_position_angle,
+    test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_score_drops (turning two latents
+    leaves Eq. 4 nearly unchanged while the score drops)
   A.4, the protocol: test_a4_protocol_drops_the_bottom_half (the bottom half dropped),
     and in Part 2: test_stacked_replicas_step_as_separate_runs_do (stacked replicas equal separate runs),
     test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints,
@@ -404,6 +407,72 @@ def test_factor_classification_reads_single_codes(ground_truth):
 def test_a4_protocol_drops_the_bottom_half():
     mean, std, kept = metric.a4_protocol([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])
     assert kept == [0.9, 0.8, 0.7] and mean == pytest.approx(0.8) and std == pytest.approx((2 / 300) ** 0.5)
+
+
+def factor_codes(ground_truth: torch.Tensor) -> torch.Tensor:
+    """Standardised ground truth (5 columns), then the object's area (scale mixed with shape, in pixels)
+    and a constant: (737,280, 7) codes whose every latent's factor and purity are known."""
+    area = torch.tensor([370.0, 289.0, 225.0])[ground_truth[:, 0].long()] * (0.5 + 0.1 * ground_truth[:, 1]) ** 2
+    standard = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
+    return torch.cat([standard, area[:, None], torch.zeros(len(area), 1)], 1)
+
+
+def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angle(ground_truth):
+    codes, kl = factor_codes(ground_truth), torch.tensor([1.0, 1, 1, 1, 1, 1, 0])  # the constant is inactive
+    view = metric.latent_summary(codes, kl)
+    assert view["active"] == [0, 1, 2, 3, 4, 5]
+    assert view["factor"][:6] == [0, 1, 2, 3, 4, 1] and min(view["purity"][:5]) > 0.999
+    assert view["purity"][5] < 0.8  # area follows scale, mixed with shape
+    assert view["nmi"].shape == (7, 5) and view["nmi"][3, 3] > 0.8 and view["nmi"][3, 4] < 1e-9
+    assert view["pair"] == (3, 4) and view["angle"] == pytest.approx(0, abs=1e-6)
+    assert view["mig"] == metric.mig(codes)
+    scaled = codes * torch.tensor([1, 1, 1, 3.0, -0.5, 1, 1])  # the angle ignores the latents' scales and signs
+    sheared = codes.clone()
+    sheared[:, 3:5] = codes[:, 3:5] @ torch.tensor([[2.0, 0.5], [0.5, 1.0]])  # and a symmetric shear S
+    for theta, angle in [(30, 30), (45, 45), (60, 30), (90, 0), (100, 10)]:
+        for before in (scaled, sheared):
+            turned = metric.rotate_codes(before, 3, 4, theta)
+            assert metric.position_angle(turned, 3, 4) == pytest.approx(angle, abs=1e-4), theta
+    mi = metric.mutual_information(metric.rotate_codes(codes, 3, 4, 45), ground_truth.long())
+    assert set(metric.position_pair(mi, kl)) == {3, 4}  # still found when fully mixed
+    codes[:, 5] += codes[:, 3]  # area and some posX: not the posY latent
+    assert metric.position_pair(metric.mutual_information(codes, ground_truth.long()), kl) == (3, 4)
+    assert metric.position_pair(mi, torch.tensor([0.0, 0, 0, 1, 0, 0, 0])) is None  # one active latent
+
+
+def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_score_drops(ground_truth):
+    torch.manual_seed(0)
+    net = model.BetaVAE("fc", latents=4).eval()
+    head, M = net.encoder[-1], net.latents
+    with torch.no_grad():  # latents 0 and 1 get one posterior variance: the hypothesis' condition
+        head.weight[M + 1], head.bias[M + 1] = head.weight[M], head.bias[M]
+    x, eps = metric.probe_batch(M, n=64)
+    z = 2 * torch.randn(64, M)
+    before = metric.objective_on_batch(net, x, eps, 4.0)["loss"].item()
+    for theta in (30.0, 45.0):
+        turned = metric.rotate_latents(net, 0, 1, theta)
+        with torch.no_grad():
+            (mu, logvar), (mu_r, logvar_r) = net.encode(x), turned.encode(x)
+            # exact change of coordinates: μ' = R μ, logvar kept, decode'(R z) = decode(z) for any z
+            assert torch.allclose(mu_r, metric.rotate_codes(mu, 0, 1, theta), atol=1e-6)
+            assert torch.equal(logvar_r, logvar)
+            assert torch.allclose(turned.decode(metric.rotate_codes(z, 0, 1, theta)), net.decode(z), atol=1e-5)
+            assert (turned.decode(z) - net.decode(z)).abs().max() > 0.1  # the decoder does read the pair
+        # Eq. 4 with the noise turned too is the same number; with the same noise, within 0.1 %
+        same = metric.objective_on_batch(turned, x, metric.rotate_codes(eps, 0, 1, theta), 4.0)["loss"].item()
+        assert same == pytest.approx(before, rel=1e-6)
+        assert metric.objective_on_batch(turned, x, eps, 4.0)["loss"].item() == pytest.approx(before, rel=1e-3)
+        assert turned is not net and torch.equal(net.encode(x)[0], mu)  # the model itself is left alone
+    # Latents 2 and 3 have unequal variances: turned by 90° with their variances, a relabelling, Eq. 4 exact
+    relabelled = metric.rotate_latents(net, 2, 3, 90.0, turn_variance=True)
+    with torch.no_grad():
+        assert torch.allclose(relabelled.encode(x)[1], logvar[:, [0, 1, 3, 2]], atol=1e-6)
+    same = metric.objective_on_batch(relabelled, x, metric.rotate_codes(eps, 2, 3, 90.0), 4.0)["loss"].item()
+    assert same == pytest.approx(before, rel=1e-6) and not torch.allclose(logvar[:, 2], logvar[:, 3], atol=1e-3)
+    # while the metric, reading single latents, loses the position factors turned by 45°
+    codes = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
+    aligned = metric.disentanglement_score(codes, L=16, **SMALL)
+    assert metric.disentanglement_score(metric.rotate_codes(codes, 3, 4, 45), L=16, **SMALL) < aligned - 0.15
 
 
 # ---------------------------------------------------------------- latent traversals and response maps: Figs. 1-4, 7 (traverse.py)
@@ -1307,8 +1376,8 @@ def test_metric_dlib_applies_disentanglement_libs_settings_to_every_metric(tmp_p
 
 
 @harness
-def test_metric_copied_with_shapes_model_and_runs_alone_scores_codes(tmp_path):
-    for name in ("metric.py", "shapes.py", "model.py", "runs.py"):
+def test_metric_copied_with_shapes_model_loss_and_runs_alone_scores_codes(tmp_path):
+    for name in ("metric.py", "shapes.py", "model.py", "loss.py", "runs.py"):
         (tmp_path / name).write_text((HERE / name).read_text())
     script = ("import sys, torch, metric, shapes\n"
               "codes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()\n"
@@ -1326,6 +1395,42 @@ def test_metric_copied_with_shapes_model_and_runs_alone_scores_codes(tmp_path):
 def test_metric_refuses_a_checkpoint_with_nan_weights_at_load(tmp_path, monkeypatch, capsys):
     err = main_error(monkeypatch, capsys, "metric.py", str(nan_checkpoint(tmp_path / "nan.pt")), "--device", "cpu")
     assert "NaN" in err
+
+
+def latents_checkpoint(path: Path, logvar_bias: float) -> Path:
+    """An untrained fc model of 5 latents, saved as train.py saves one; every latent active (mean KL
+    about 1 nat) with logvar_bias -3, none with 0."""
+    torch.manual_seed(0)
+    net = model.BetaVAE("fc", latents=5)
+    with torch.no_grad():
+        net.encoder[-1].bias[5:] = logvar_bias
+    torch.save({"model": net.state_dict(), "config": {"arch": "fc", "latents": 5, "channels": 1, "dataset": "shapes",
+                                                      "beta": 4.0, "likelihood": "bernoulli"}}, path)
+    return path
+
+
+@harness
+def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a_bad_pair(
+        tmp_path, monkeypatch, capsys, ground_truth):
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))  # its codes: the ground truth
+    small = ["--n-train", "500", "--n-test", "200", "--classifier-steps", "100", "--probe-images", "64",
+             "--device", "cpu"]
+    ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
+    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--latents", "--rotate", *small])
+    metric.main()
+    out = capsys.readouterr().out
+    assert "active latents 5 of 5" in out and "follows      purity" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("       3  ")]
+    assert rows and rows[0][-2:] == ["posX", "1.00"]  # latent 3 follows posX alone
+    assert "latents 3 (posX) and 4 (posY), 0.0° from the (posX, posY) axes" in out and "MIG 0.902" in out
+    assert "latents 3 and 4 turned by θ" in out
+    sweep = [line.split() for line in out.splitlines() if line.lstrip().startswith(("0°", "45°", "90°"))]
+    assert [row[0] for row in sweep] == ["0°", "45°", "90°"] and [row[6] for row in sweep] == ["0.0°", "45.0°", "0.0°"]
+    for bad, why in [(["--rotate", "1"], "two different latents"), (["--rotate", "2", "2"], "two different latents"),
+                     (["--rotate", "0", "5"], "has latents 0 to 4")]:
+        assert why in main_error(monkeypatch, capsys, "metric.py", str(ckpt), *bad, *small)
+    quiet = latents_checkpoint(tmp_path / "q.pt", 0.0)  # untrained: no latent active, so no position pair
+    assert "fewer than two active latents" in main_error(monkeypatch, capsys, "metric.py", str(quiet), "--rotate", *small)
 
 
 # One test for three CLIs, here with the first: metric.py, traverse.py and baselines.py refuse the same bad
