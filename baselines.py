@@ -31,11 +31,16 @@ The file, top to bottom:
 
 import argparse
 import math
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
 
 import torch
 from torch import nn
@@ -718,14 +723,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}  # --train-* flags: their config keys
+TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every", "save_minutes", "eval_every",
+                  "bf16"}  # a --resume refuses any of these that differs from the checkpoint's
+
+
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
     """The run's train.py-style config: with --resume the checkpoint's own, given the new --steps;
     else the paper's network and optimiser with the flags' settings."""
-    if args.resume:
+    if args.resume:  # as train.py's: the checkpoint's settings, a new total if --steps is given, others refused
         config = runs.read_resume_checkpoint(out)["config"]
         if config.get("baseline") != args.train:
             raise UsageError(f"--resume: {out} is not a {args.train} checkpoint")
-        return {**config, "steps": args.steps}
+        given = {CONFIG_OF.get(flag, flag): value for flag, value in runs.flags_given(build_parser()).items()
+                 if flag in TRAINING_FLAGS}
+        runs.check_same_settings(out, config, given, {"steps"})
+        return {**config, "steps": given.get("steps", config["steps"])}
     baseline = TRAINED[args.train]
     config = {"baseline": args.train, "dataset": "shapes", "channels": 1, "latents": 10,
               "optimizer": baseline.optimizer, "lr": baseline.lr, "batch_size": args.train_batch_size,

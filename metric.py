@@ -37,9 +37,14 @@ import argparse
 import copy
 import hashlib
 import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
 
 import torch
 from torch import nn

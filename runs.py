@@ -5,17 +5,19 @@ lives here, and a student may skip this file. It imports nothing of the project,
 may use it. What it guarantees, and the tests in test_all.py that prove it:
 
   one-line errors    bad input is one line on stderr and exit 1, Ctrl-C before any work exit 130,
-                     never a traceback (`cli_errors`): test_train_bad_input_is_one_line and the
-                     other *_bad_input_* tests
+                     SIGTERM 143, never a traceback (`cli_errors`); a closed stdout silences the
+                     output, never the work: test_train_bad_input_is_one_line and the other
+                     *_bad_input_* tests, test_a_closed_stdout_never_costs_a_run_its_checkpoint
   safe files         a file is written to a temp file beside it and renamed (`write_atomically`),
                      so a crash leaves the old file whole; a checkpoint is read without running
                      code (`read_checkpoint`): test_train_failed_save_keeps_the_last_checkpoint...,
                      test_load_checkpoint_rejects_bad_files
-  one run per --out  `claim_out` checks the path, holds a lock, and never replaces a run unless
+  one run per --out  `claim_out` checks the path, holds an flock, and never replaces a run unless
                      asked (--resume or --overwrite): test_train_refuses_an_existing_out...,
-                     test_train_refuses_a_second_run_on_one_out...
+                     test_train_refuses_a_second_run_on_one_out..., test_two_runs_started_together...
   any stop resumes   Ctrl-C, SIGTERM and --time-limit save between two steps (`Stop`), a kill loses
-                     only the steps since the last save, and --resume continues with the same
+                     only the steps since the last save (every --save-every steps or --save-minutes,
+                     whichever comes first), and --resume continues with the same
                      batches, noise, log rows and tally as an unbroken run (`Run`, `Tally`):
                      test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run,
                      test_resume_equals_an_unbroken_run, test_ctrl_c_saves_a_checkpoint
@@ -31,6 +33,7 @@ Sections: the command line, progress, files, claiming --out, stopping, the run's
 
 import argparse
 import csv
+import fcntl
 import glob
 import io
 import math
@@ -61,18 +64,62 @@ class UsageError(ValueError):
     every CLI prints its message as one line on stderr and exits 1 (`cli_errors`)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a training loop: unwinds like Ctrl-C, so that half-written files are removed."""
+
+
 @contextmanager
 def cli_errors(prog: str, interrupted: str = "interrupted") -> Iterator[None]:
     """Every CLI's main() runs in this: bad input, a full disk or a torch failure ends as one line on
-    stderr and exit 1, Ctrl-C before any work is saved as one line and exit 130; never a traceback."""
+    stderr and exit 1, Ctrl-C or SIGTERM before any work is saved as one line and exit 130 or 143;
+    never a traceback. A closed stdout (`| head`, a lost terminal) silences the output, never the work."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),  # the start-up's is done
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
+    sys.stdout = QuietOnClose(sys.stdout)
     try:
         yield
     except (ValueError, OSError, RuntimeError) as e:  # ValueError includes UsageError
         print(f"{prog}: error: {str(e).splitlines()[0]}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"\n{prog}: {interrupted}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(143 if isinstance(e, Terminated) else 130)
+    finally:
+        sys.stdout = sys.stdout.stream
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def terminate(signum: int, frame) -> None:
+    raise Terminated
+
+
+class QuietOnClose:
+    """stdout that, once its reader has gone (BrokenPipeError), sends what follows to /dev/null: a failing
+    progress line must never cost a run its work."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.quietly(self.stream.write, text) or len(text)
+
+    def flush(self) -> None:
+        self.quietly(self.stream.flush)
+
+    def quietly(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:  # the same file descriptor, now /dev/null: later writes and the exit's flush succeed
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stream.fileno())
+            os.close(devnull)
+            return None
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -277,10 +324,11 @@ def claim_out(out: str, resume: bool, overwrite: bool) -> Iterator[None]:
     run, and refused if it holds a run that neither --resume nor --overwrite asks for."""
     check_out(out, resume, overwrite)
     with out_lock(out):
-        found = [str(p) for p in (Path(out), log_path(out)) if p.exists()]
-        if found and not (resume or overwrite):
-            raise UsageError(f"--out {out} holds a run ({' and '.join(found)}): add --resume to continue it, "
+        if Path(out).exists() and not (resume or overwrite):
+            raise UsageError(f"--out {out} holds a run ({out} and its log): add --resume to continue it, "
                              f"or --overwrite to start again")
+        if log_path(out).exists() and not Path(out).exists() and not resume:
+            print(f"{log_path(out)}: the log of a run that saved no checkpoint; this run replaces it", flush=True)
         yield
 
 
@@ -304,50 +352,38 @@ def check_out(out: str, resume: bool, overwrite: bool) -> None:
                          f"(its temp files need {longest} bytes): give a shorter one")
 
 
-def lock_holder(lock: Path) -> str | None:
-    """Who holds a lock file: 'PID n' (on host h) while that process lives, None if it is gone."""
-    try:
-        pid_text, _, host = lock.read_text().partition(" ")
-        pid = int(pid_text)
-    except (OSError, ValueError):  # being written this instant, or garbage
-        return f"PID unknown; delete {lock} if no run uses it"
-    host = host.strip()
-    if host != socket.gethostname():  # its process cannot be checked from here
-        return f"PID {pid} on {host}"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, another user's
-        pass
-    return f"PID {pid}"
-
-
 @contextmanager
 def out_lock(out: str) -> Iterator[None]:
-    """Hold `<out>.lock` (PID and host) while training into `out`; a dead process's lock is taken over."""
+    """Hold `<out>.lock` while training into `out`: an flock, which the kernel releases when its process
+    ends however it ends, so a killed run's lock file (stale, empty or garbled) never blocks the next.
+    The file names the holder (PID and host) for the message of a run refused."""
     lock = Path(f"{out}.lock")
-    for _ in range(3):
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            break
-        except FileExistsError:
-            holder = lock_holder(lock)
-            if holder is not None:
-                raise UsageError(f"another run ({holder}) is training into {out}") from None
-            lock.unlink(missing_ok=True)  # stale: its run was killed
-    else:
-        raise UsageError(f"cannot take the lock {lock}: other runs keep starting on {out}")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid, _, host = os.read(fd, 200).decode(errors="replace").strip().partition(" ")
+            os.close(fd)
+            holder = f"PID {pid} on {host}" if pid else "one starting"
+            raise UsageError(f"another run ({holder}) is training into {out}") from None
+        try:  # the holder before us may have removed the file between our open and our flock: lock the new one
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         # Temp files of a killed save; holding the lock, no other run is writing one.
         for path in (Path(out), log_path(out)):
             for tmp in path.parent.glob(f".{glob.escape(path.name)}.{'?' * TEMP_RANDOM}.tmp"):  # not a.pt.b.pt's
                 tmp.unlink(missing_ok=True)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # before the release: a run waiting on this file sees it gone and retries
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- stopping
@@ -364,6 +400,7 @@ class Stop:
     def __init__(self, time_limit: float | None = None):
         self.time_limit = math.inf if time_limit is None else time_limit
         self.signum: int | None = None
+        self.at_once = False
         self.previous: dict[int, object] = {}
         self.runs: list[Run] = []  # registered by each Run opened under it
 
@@ -378,6 +415,7 @@ class Stop:
 
     def note(self, signum: int, frame) -> None:
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            self.at_once = True  # torch.save reports the interrupt as its own RuntimeError: Run.save reads this
             raise KeyboardInterrupt
         self.signum = signum
 
@@ -397,11 +435,12 @@ class Stop:
             self.end()
 
     def end(self) -> None:
-        """The last word of a run: exit 130 or 143 after a stop request, else what was written."""
+        """The last word of a run: exit 130 or 143 after a stop request, even one in the last step or
+        save (the protocol's next replica must not start), else what was written."""
         outs = [run.out for run in self.runs]
-        step, total = self.runs[0].trainer.step_count, self.runs[0].config["steps"]
+        step, total = self.runs[-1].trainer.step_count, self.runs[-1].config["steps"]
         written = outs[0] if len(outs) == 1 else f"{len(outs)} checkpoints ({outs[0]} ...)"
-        if self.signum is not None and step < total:
+        if self.signum is not None:
             what = "interrupted" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
             print(f"\n{what} at step {step:,}: saved {written}; continue with --resume", file=sys.stderr)
             sys.exit(128 + self.signum)
@@ -476,6 +515,7 @@ class Run:
     def __init__(self, stop: Stop, trainer, config: dict, out: str, resume: bool,
                  score: Callable[[torch.nn.Module], float] | None = None, quiet: bool = False):
         self.trainer, self.config, self.out, self.resume, self.score_of = trainer, config, out, resume, score
+        self.stop = stop
         self.quiet = quiet  # the log rows without the progress lines: the protocol prints one line for all
         stop.runs.append(self)
 
@@ -574,6 +614,8 @@ class Run:
         try:
             save_checkpoint(self.out, {**state, "tally": self.tally.state(), "seconds": self.seconds()})
         except (OSError, RuntimeError) as e:
+            if self.stop.at_once:  # the second Ctrl-C, inside torch.save: not a full disk
+                raise KeyboardInterrupt from None
             kept = f"step {self.last_good:,} kept" if self.last_good is not None else "no checkpoint kept"
             raise UsageError(f"cannot write checkpoint (disk full?); {kept} ({str(e).splitlines()[0]})") from None
         self.last_good, self.last_save = step, time.perf_counter()
@@ -591,6 +633,13 @@ def rng_state(noise: torch.Generator, data: torch.Generator, cpu_state: torch.Te
 def set_rng_state(state: dict, noise: torch.Generator, data: torch.Generator) -> None:
     noise.set_state(state["torch"] if noise.device.type == "cpu" else state["cuda"][noise.device.index or 0])
     data.set_state(state["data"])
+
+
+def flags_given(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> dict:
+    """The flags typed on the command line, by dest: the arguments parsed again with no defaults."""
+    for action in parser._actions:  # argparse has no public switch for "no defaults"
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
 
 
 def check_same_settings(out: str, config: dict, given: dict, free: set[str]) -> None:

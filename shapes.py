@@ -18,9 +18,14 @@ Needs torch, numpy, pillow and runs.py (its safe writer, progress timer and CLI 
 
 import argparse
 import math
+import os
+import signal
 import time
 import zipfile
 from pathlib import Path
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
 
 import numpy as np
 import torch

@@ -56,6 +56,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -1839,3 +1840,135 @@ def test_checkpoints_fall_due_by_minutes_as_well_as_by_steps(tmp_path, monkeypat
     assert config["save_minutes"] == 1e-9
     train.train(config, str(tmp_path / "m.pt"), torch.device("cpu"))
     assert saved == [1, 2, 3, 4]  # every step is over a nanominute; step 4 is the end's save
+
+
+@harness
+def test_the_cpu_protocol_ends_on_a_sigterm_that_lands_in_a_replicas_final_save(tmp_path, monkeypatch, capsys):
+    real_save = runs.save_checkpoint
+
+    def save_then_sigterm(path, state):  # the scheduler's SIGTERM arrives while the first replica's last save runs
+        signal.raise_signal(signal.SIGTERM)
+        real_save(path, state)
+
+    monkeypatch.setattr(runs, "save_checkpoint", save_then_sigterm)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--beta", "1", "4", "--seeds", "0", "--steps", "2", "--batch-size", "8",
+                                      "--device", "cpu", "--out", str(tmp_path / "p")])
+    with pytest.raises(SystemExit) as stop:
+        train.main()
+    assert stop.value.code == 143 and "--resume" in capsys.readouterr().err
+    assert (tmp_path / "p" / "b1_s0.pt").exists() and not (tmp_path / "p" / "b4_s0.pt").exists()
+
+
+@harness
+def test_two_ctrl_c_during_a_save_stop_at_once_and_are_not_a_full_disk(tmp_path, monkeypatch, capsys):
+    real_save = torch.save
+
+    def interrupted_twice(obj, f):  # torch.save turns a KeyboardInterrupt in its writer into a RuntimeError
+        try:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64") from None
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", interrupted_twice)
+    config = train.make_config(train.build_parser().parse_args(["--batch-size", "8", "--save-every", "2", "--steps", "4"]))
+    with pytest.raises(SystemExit) as stop:
+        train.train(config, str(tmp_path / "s.pt"), torch.device("cpu"))
+    assert stop.value.code == 130 and "stopped at once" in capsys.readouterr().err
+
+
+def hold_lock(out: str, start, holding, most, hold: float = 0.3) -> None:
+    """A child process: wait for `start`, try to take the lock of `out`; while holding it, count itself in
+    `holding` and keep in `most` the largest number of holders at once."""
+    start.wait()
+    try:
+        with runs.out_lock(out):
+            with holding.get_lock():
+                holding.value += 1
+                most.value = max(most.value, holding.value)
+            time.sleep(hold)
+            with holding.get_lock():
+                holding.value -= 1
+    except runs.UsageError:
+        pass
+    os._exit(0)
+
+
+@harness
+def test_two_runs_started_together_never_both_hold_the_lock_and_a_dead_runs_lock_file_never_blocks(tmp_path):
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    out = str(tmp_path / "race.pt")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    locks = ["", "garbage", f"{os.getpid()} {socket.gethostname()}", f"{dead.stdout.strip()} {socket.gethostname()}"]
+    for trial, stale in enumerate(locks * 4):  # empty, garbled, a live (reused) PID, a dead run's: no flock held
+        Path(f"{out}.lock").write_text(stale)
+        start, holding, most = ctx.Event(), ctx.Value("i", 0), ctx.Value("i", 0)
+        children = [ctx.Process(target=hold_lock, args=(out, start, holding, most)) for _ in range(4)]
+        for child in children:
+            child.start()
+        start.set()
+        for child in children:
+            child.join()
+        assert most.value == 1, f"trial {trial}: {most.value} runs held the lock at once (lock file {stale!r})"
+    result = run_cli("train.py", "--steps", "1", "--batch-size", "8", "--device", "cpu", "--out", out)
+    assert "wrote" in result.stdout
+
+
+@harness
+@pytest.mark.parametrize("script", ["train.py", "metric.py", "traverse.py", "baselines.py", "shapes.py"])
+def test_ctrl_c_while_a_script_starts_is_one_line(script):
+    proc = subprocess.Popen([sys.executable, script, "--help"], cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.3)  # torch takes seconds to import: the signal lands in it
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr
+
+
+@harness
+def test_a_closed_stdout_never_costs_a_run_its_checkpoint(tmp_path):
+    out = tmp_path / "piped.pt"
+    proc = subprocess.Popen([sys.executable, "train.py", "--steps", "40", "--log-every", "1", "--batch-size", "8",
+                             "--device", "cpu", "--out", str(out)], cwd=HERE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()  # as `| head -1`: one line read, then the reader goes
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr
+    assert torch.load(out, weights_only=True)["step"] == 40
+
+
+@harness
+def test_baselines_resume_keeps_its_total_and_refuses_a_differing_flag(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "d.pt")
+    train_flags = ("--train", "dcign", "--steps", "2", "--train-batch-size", "4", "--log-every", "1", "--device", "cpu")
+    monkeypatch.setattr(sys, "argv", ["baselines.py", *train_flags, "--out", out])
+    baselines.main()
+    monkeypatch.setattr(sys, "argv", ["baselines.py", "--train", "dcign", "--out", out, "--resume", "--device", "cpu"])
+    baselines.main()  # no --steps: the checkpoint's 2, not the default 20,000
+    assert torch.load(out, weights_only=True)["config"]["steps"] == 2
+    err = main_error(monkeypatch, capsys, "baselines.py", "--train", "dcign", "--out", out, "--resume",
+                     "--train-batch-size", "8", "--device", "cpu")
+    assert "differs" in err
+
+
+@harness
+def test_a_log_without_a_checkpoint_is_no_run_to_refuse(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "failed.pt"
+    (tmp_path / "failed.csv").write_text("step,samples\n")  # a run that failed before its first checkpoint
+    train_in_process(monkeypatch, "--steps", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out))
+    assert "saved no checkpoint" in capsys.readouterr().out and out.exists()
+
+
+@harness
+def test_sigterm_to_the_npz_export_leaves_no_temp_file(tmp_path):
+    proc = subprocess.Popen([sys.executable, "shapes.py", "--out", str(tmp_path / "all.npz")], cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("rendering")  # the export has begun
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []

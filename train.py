@@ -25,9 +25,14 @@ import argparse
 import collections
 import functools
 import math
+import os
+import signal
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
+
+if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
 
 import torch
 from torch import nn
@@ -103,18 +108,19 @@ class Trainer:
 
 
 def train(config: dict, out: str, device: torch.device, resume: bool = False, trainer: Trainer | None = None,
-          time_limit: float | None = None) -> None:
+          time_limit: float | None = None, stop: runs.Stop | None = None) -> None:
     """Step `trainer` (a Trainer by default) to config["steps"]: the training loop.
 
-    runs.Stop notes Ctrl-C, SIGTERM and the time limit, and the loop stops between two steps;
-    runs.Run writes the log rows, the --eval-every scores and the checkpoints as they fall due,
-    and a last checkpoint on leaving. With `resume` the run continues from the checkpoint at `out`.
+    runs.Stop notes Ctrl-C, SIGTERM and the time limit, and the loop stops between two steps (the
+    protocol passes one `stop` for all its replicas); runs.Run writes the log rows, the --eval-every
+    scores and the checkpoints as they fall due, and a last checkpoint on leaving. With `resume` the
+    run continues from the checkpoint at `out`.
     """
     print(f"training {out} to step {config['steps']:,} on {device} ({torch.get_num_threads()} CPU threads), "
           f"batch {config['batch_size']}; the log goes to {runs.log_path(out)}", flush=True)
     trainer = trainer or Trainer(config, device)
     score = functools.partial(metric.training_score, device=device)
-    with runs.Stop(time_limit) as stop, runs.Run(stop, trainer, config, out, resume, score) as run:
+    with nullcontext(stop) if stop else runs.Stop(time_limit) as stop, runs.Run(stop, trainer, config, out, resume, score) as run:
         while trainer.step_count < config["steps"] and not stop.requested():
             parts = trainer.step()  # Eq. 4
             run.record(parts)  # the log row, score and checkpoint that fall on this step
@@ -242,11 +248,8 @@ def make_config(args: argparse.Namespace) -> dict:
 
 
 def flags_given(argv: list[str] | None = None) -> dict:
-    """The flags typed on the command line, by dest: the arguments parsed again with no defaults."""
-    bare = build_parser()
-    for action in bare._actions:  # argparse has no public switch for "no defaults"
-        action.default = argparse.SUPPRESS
-    given = vars(bare.parse_args(argv))
+    """The flags typed on the command line, by dest; one --beta as a number, as the config holds it."""
+    given = runs.flags_given(build_parser(), argv)
     if len(given.get("beta", [])) == 1:
         given["beta"] = given["beta"][0]
     return given
@@ -355,13 +358,12 @@ def train_protocol(args: argparse.Namespace, device: torch.device) -> None:
                                  "give --stack no")
             train_stacked(configs, outs, device, resumes[0], args.time_limit)
             return
-        deadline = time.perf_counter() + (math.inf if args.time_limit is None else args.time_limit)
-        for config, out, resume in zip(configs, outs, resumes):
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                print("time limit: the replicas not started yet start with --resume")
-                return
-            train(config, out, device, resume=resume, time_limit=left)
+        with runs.Stop(args.time_limit) as stop:  # one for every replica: a stop ends the protocol, not a replica
+            for config, out, resume in zip(configs, outs, resumes):
+                if stop.requested():
+                    print("the replicas not started yet start with --resume")
+                    break
+                train(config, out, device, resume=resume, stop=stop)
 
 
 # ================================================================ the speed path: stacked replicas on CUDA, --benchmark
