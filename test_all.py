@@ -789,9 +789,21 @@ def unbroken_40(tmp_path_factory) -> Path:
     return out
 
 
-def start_run(out: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "train.py", *SMALL_RUN, "--steps", "100000", "--out", str(out), *args],
-                            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def start_run():
+    """start_run(out, *args): a 100,000-step SMALL_RUN into `out`, killed when the test ends however it ends,
+    so that a failed assertion never leaves it training beside the other tests."""
+    started = []
+
+    def start(out: Path, *args: str) -> subprocess.Popen:
+        started.append(subprocess.Popen([sys.executable, "train.py", *SMALL_RUN, "--steps", "100000", "--out", str(out),
+                                         *args], cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.communicate()
 
 
 def wait_for_step(proc: subprocess.Popen, step: int) -> None:
@@ -1023,7 +1035,8 @@ def test_train_refuses_an_existing_out_unless_resume_or_overwrite(tmp_path, monk
 
 @harness
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run(tmp_path, monkeypatch, unbroken_40, stop):
+def test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run(tmp_path, monkeypatch, unbroken_40, stop,
+                                                                            start_run):
     out = tmp_path / "stopped.pt"
     proc = start_run(out)
     wait_for_step(proc, random.Random(stop).choice([4, 8, 12, 16]))  # a step that is not a save's
@@ -1039,7 +1052,7 @@ def test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run(tmp_
 
 @harness
 def test_train_refuses_a_second_run_on_one_out_and_after_sigkill_resumes_with_a_clean_log(
-        tmp_path, monkeypatch, capsys, unbroken_40):
+        tmp_path, monkeypatch, capsys, unbroken_40, start_run):
     out = tmp_path / "killed.pt"
     proc = start_run(out)
     wait_for_step(proc, 16)  # saved at step 10, logged to 16
@@ -1933,10 +1946,13 @@ def test_a_closed_stdout_never_costs_a_run_its_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "train.py", "--steps", "40", "--log-every", "1", "--batch-size", "8",
                              "--device", "cpu", "--out", str(out)], cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    proc.stdout.readline()  # as `| head -1`: one line read, then the reader goes
-    proc.stdout.close()
-    stderr = proc.stderr.read()
-    assert proc.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr
+    try:
+        proc.stdout.readline()  # as `| head -1`: one line read, then the reader goes
+        proc.stdout.close()
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr
+    finally:
+        proc.kill()
     assert torch.load(out, weights_only=True)["step"] == 40
 
 
@@ -1966,9 +1982,12 @@ def test_a_log_without_a_checkpoint_is_no_run_to_refuse(tmp_path, monkeypatch, c
 def test_sigterm_to_the_npz_export_leaves_no_temp_file(tmp_path):
     proc = subprocess.Popen([sys.executable, "shapes.py", "--out", str(tmp_path / "all.npz")], cwd=HERE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().startswith("rendering")  # the export has begun
-    time.sleep(1)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        assert proc.stdout.readline().startswith("rendering")  # the export has begun
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a failed assertion must not leave it exporting beside the other tests
     assert proc.returncode == 143 and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []
