@@ -1991,3 +1991,12 @@ def test_sigterm_to_the_npz_export_leaves_no_temp_file(tmp_path):
         proc.kill()  # a failed assertion must not leave it exporting beside the other tests
     assert proc.returncode == 143 and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@harness
+def test_the_replica_figure_puts_each_beta_in_its_colour(tmp_path):
+    path = tmp_path / "replicas.png"
+    traverse.replica_figure([("β = 4", 2.0, 90.0), ("β = 4", 36.0, 62.0), ("β = 1", 30.0, 64.0)], path)
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+    first, second, third = ((pixels == colour).all(1).sum() for colour in traverse.CURVE_COLOURS[:3])
+    assert first > second + 40 and second > 40 and third == 0  # two dots of ~50 pixels in the first, one in the second

@@ -22,6 +22,7 @@ runs.py and explorer_template.html beside it (pillow for the pictures).
     python traverse.py ckpt.pt --html                # the explorer alone: open explorer.html in a browser
     python traverse.py faces.pt --seeds 5            # a model trained on an image folder
     python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png   # score vs minutes
+    python traverse.py --replicas runs/fig6/b*_s*.pt --out replicas.png          # score vs position angle
 """
 
 import argparse
@@ -311,32 +312,80 @@ def learning_curves(specs: list[str], path: Path) -> None:
     x_max = max(max(minutes) for _, minutes, _ in curves)
     step = next((s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300) if x_max / s <= 8), 60 * math.ceil(x_max / 480))  # ≤ 8 ticks
     x_max = step * -(-x_max // step)
+    canvas, draw, xy = score_axes(x_max, range(0, int(x_max) + 1, step), "training minutes (CPU)",
+                                  "disentanglement score (Sec. 3)")
+    for i, ((label, minutes, scores), colour) in enumerate(zip(curves, CURVE_COLOURS * len(curves))):
+        points = [xy(m, s) for m, s in zip(minutes, scores)]
+        draw.line(points, fill=colour, width=2)
+        for px, py in points:
+            draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
+        legend(draw, i, len(curves), label, colour)
+    canvas.save(path)
+
+
+def replica_figure(points: list[tuple[str, float, float]], path: Path) -> None:
+    """The score of each replica against the angle of its position latents: points (label, angle in
+    degrees, score in %), one colour per label (β)."""
+    canvas, draw, xy = score_axes(45, range(0, 46, 5), "angle of the position latents from (posX, posY), degrees",
+                                  "disentanglement score at L = 16 (Sec. 3), one point per replica")
+    labels = list(dict.fromkeys(label for label, _, _ in points))
+    for i, label in enumerate(labels):
+        colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+        for _, angle, score in (p for p in points if p[0] == label):
+            px, py = xy(angle, score)
+            draw.ellipse((px - 4, py - 4, px + 4, py + 4), fill=colour)
+        legend(draw, i, len(labels), label, colour)
+    canvas.save(path)
+
+
+def score_axes(x_max: float, ticks, x_name: str, title: str):
+    """A blank plot with a score axis from chance (25 %) to 100 % and an x axis from 0 to x_max with
+    ticks: the canvas, its drawing context, and xy(x, score) -> pixel."""
     left, top = 56, 2 * LINE
     canvas = Image.new("RGB", (left + CURVE[0] + 2 * SPACE, top + CURVE[1] + 3 * LINE), "white")
     draw, f = ImageDraw.Draw(canvas), font()
 
-    def xy(minutes: float, score: float) -> tuple[float, float]:  # score axis from chance (25 %) to 100 %
-        return left + minutes / x_max * CURVE[0], top + (100 - score) / 75 * CURVE[1]
+    def xy(x: float, score: float) -> tuple[float, float]:
+        return left + x / x_max * CURVE[0], top + (100 - score) / 75 * CURVE[1]
 
     for score in (25, 50, 75, 100):
         draw.line([xy(0, score), xy(x_max, score)], fill=(225, 225, 225))
         x, y = xy(0, score)
         draw.line([(x - TICK, y), (x, y)], fill="grey")
         draw.text((4, y - LINE / 2), f"{score} %", fill="black", font=f)
-    for m in range(0, int(x_max) + 1, step):
+    for m in ticks:
         x, y = xy(m, 25)
         draw.line([(x, y), (x, y + TICK)], fill="grey")
-        draw.text((x - draw.textlength(str(m), font=f) / 2, y + TICK), str(m), fill="black", font=f)
+        draw.text((x - draw.textlength(f"{m:g}", font=f) / 2, y + TICK), f"{m:g}", fill="black", font=f)
     draw.rectangle((left, top, left + CURVE[0], top + CURVE[1]), outline="grey")
-    draw.text((left + CURVE[0] / 2 - 80, top + CURVE[1] + LINE + 4), "training minutes (CPU)", fill="black", font=f)
-    draw.text((left, 2), "disentanglement score (Sec. 3)", fill="black", font=f)
-    for i, ((label, minutes, scores), colour) in enumerate(zip(curves, CURVE_COLOURS * len(curves))):
-        points = [xy(m, s) for m, s in zip(minutes, scores)]
-        draw.line(points, fill=colour, width=2)
-        for px, py in points:
-            draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
-        draw.text((left + CURVE[0] - 170, top + CURVE[1] - (len(curves) - i) * LINE - 4), label, fill=colour, font=f)
-    canvas.save(path)
+    draw.text((left + (CURVE[0] - draw.textlength(x_name, font=f)) / 2, top + CURVE[1] + LINE + 4), x_name,
+              fill="black", font=f)
+    draw.text((left, 2), title, fill="black", font=f)
+    return canvas, draw, xy
+
+
+def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str, colour: tuple[int, int, int]) -> None:
+    """Line i of n of a plot's legend, at its lower right."""
+    draw.text((56 + CURVE[0] - 170, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
+
+
+def replica_points(paths: list[str], device: torch.device) -> list[tuple[str, float, float]]:
+    """(label "beta = β", position angle in degrees, mean score at L = 16 over 3 classifier seeds, %) of each
+    checkpoint, from its cached codes (metric.latent_summary); a replica with fewer than two active
+    latents has no position plane and is left out, said in one line."""
+    points = []
+    for path in paths:
+        model, config = load_checkpoint(path, device)
+        codes = metric.checkpoint_codes(path, model, device, progress=metric.say)  # (737280, M) mu
+        x, eps = metric.probe_batch(model.latents, device=device)
+        kl = metric.objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
+        angle = metric.latent_summary(codes, kl)["angle"]
+        score = 100 * sum(metric.disentanglement_score(codes, seed=s) for s in range(3)) / 3
+        metric.say(f"{path}: position angle " + ("none (fewer than two active latents)" if angle is None
+                                                 else f"{angle:.1f}°") + f", score at L = 16 {score:.2f} %")
+        if angle is not None:
+            points.append((f"beta = {config['beta']:g}", angle, score))  # the default font has no β
+    return points
 
 
 def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder, n: int,
@@ -488,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="a train.py checkpoint")
     p.add_argument("--curves", nargs="+", metavar="CSV",
                    help="instead: learning curves of train.py --eval-every logs (path or label=path) into --out PNG")
+    p.add_argument("--replicas", nargs="+", metavar="CKPT",
+                   help="instead: each replica's score (L = 16) against its position latents' angle, into --out PNG")
     p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it); with --curves, the PNG")
     p.add_argument("--only", choices=FIGURES, help="draw this figure alone")
     p.add_argument("--html", dest="only", action="store_const", const="explorer",
@@ -504,16 +555,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
-    if (args.checkpoint is None) == (args.curves is None):
-        p.error("give a checkpoint, or --curves CSV ...")
+    if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas)) != 1:
+        p.error("give a checkpoint, or --curves CSV ..., or --replicas CKPT ...")
     with cli_errors("traverse.py"):
         set_threads(args.threads)
         if args.curves:
             out = Path(args.out or "curves.png")
             learning_curves(args.curves, out)
-            print(f"wrote {out}")
+        elif args.replicas:
+            out = Path(args.out or "replicas.png")
+            replica_figure(replica_points(args.replicas, pick_device(args.device)), out)
         else:
             figures(args)
+            return
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
