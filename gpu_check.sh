@@ -57,7 +57,7 @@ import runs
 out, device = Path(sys.argv[1]), runs.pick_device(sys.argv[2])
 Ls, seeds = (16, 64), range(3)  # A.4: 3 classifier seeds per replica
 scores = {}  # path -> {L: [score per seed]}
-for path in sorted((out / "fig6").glob("b*_s*.pt")):
+for path in sorted((out / "fig6").glob("b*_s*[0-9].pt")):
     net = metric.load_shapes_model(str(path), device)
     codes = metric.checkpoint_codes(str(path), net, device)  # cached beside it: traverse.py reads it again
     scores[path] = {L: [metric.disentanglement_score(codes, L=L, seed=s) for s in seeds] for L in Ls}

@@ -22,7 +22,7 @@ runs.py and explorer_template.html beside it (pillow for the pictures).
     python traverse.py ckpt.pt --html                # the explorer alone: open explorer.html in a browser
     python traverse.py faces.pt --seeds 5            # a model trained on an image folder
     python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png   # score vs minutes
-    python traverse.py --replicas runs/fig6/b*_s*.pt --out replicas.png          # score vs position angle
+    python traverse.py --replicas runs/fig6/b*_s*[0-9].pt --out replicas.png         # score vs position angle
 """
 
 import argparse
