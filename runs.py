@@ -171,26 +171,22 @@ def seed_arg(text: str) -> int:
     return seed
 
 
-def positive_number(text: str, kind: type = int) -> int | float:
-    """A count or rate from the command line: a finite number above 0 of `kind`; else argparse's error."""
+def positive_number(text: str, kind: type = int, zero: bool = False) -> int | float:
+    """A count or rate from the command line: a finite number above 0 (or ≥ 0 with `zero`) of `kind`;
+    else argparse's error."""
     try:
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid {'whole ' if kind is int else ''}number {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text}: it must be positive" + ("" if kind is int else " and finite"))
+    if not (0 <= value if zero else 0 < value) or value == float("inf"):
+        must = "a finite number ≥ 0" if zero else "positive" + ("" if kind is int else " and finite")
+        raise argparse.ArgumentTypeError(f"{text}: it must be {must}")
     return value
 
 
 def non_negative_float(text: str) -> float:
     """argparse type of a finite number ≥ 0 (--capacity-max, --gamma)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text}: it must be a finite number ≥ 0")
-    return value
+    return positive_number(text, float, zero=True)
 
 
 def positive_int(text: str) -> int:
