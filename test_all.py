@@ -2000,3 +2000,21 @@ def test_the_replica_figure_puts_each_beta_in_its_colour(tmp_path):
     pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
     first, second, third = ((pixels == colour).all(1).sum() for colour in traverse.CURVE_COLOURS[:3])
     assert first > second + 40 and second > 40 and third == 0  # two dots of ~50 pixels in the first, one in the second
+
+
+@harness
+def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_degrees(tmp_path, monkeypatch, ground_truth):
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))  # its codes: the ground truth
+    monkeypatch.setattr(metric, "ROTATION_ANGLES", (0, 45, 90))
+    ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
+    [(label, rows)] = traverse.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500, n_test=200, steps=100)
+    assert label == "m, 0 deg" and [r["theta"] for r in rows] == [0, 45, 90]
+    assert rows[1]["score_L16"] < rows[0]["score_L16"] - 0.15  # posX and posY mixed: the metric drops
+    assert abs(rows[2]["score_L16"] - rows[0]["score_L16"]) < 0.05  # 90°: the pair swapped, read as well
+    path = tmp_path / "rotation.png"
+    lower = [{**r, "score_L16": r["score_L16"] - 0.2, "loss_turned": 1.01 * r["loss_turned"]} for r in rows]
+    traverse.rotation_figure([(label, rows), ("n", lower)], path)
+    image = Image.open(path)
+    pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
+    assert image.width == 2 * (56 + traverse.CURVE[0] + 2 * traverse.SPACE) + traverse.SPACE
+    assert all((pixels == colour).all(1).sum() > 100 for colour in traverse.CURVE_COLOURS[:2])

@@ -23,6 +23,7 @@ runs.py and explorer_template.html beside it (pillow for the pictures).
     python traverse.py faces.pt --seeds 5            # a model trained on an image folder
     python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png   # score vs minutes
     python traverse.py --replicas runs/fig6/b*_s*[0-9].pt --out replicas.png         # score vs position angle
+    python traverse.py --rotation runs/fig6/b4_s[0-3].pt --out rotation.png          # the objective's blind spot
 """
 
 import argparse
@@ -338,23 +339,24 @@ def replica_figure(points: list[tuple[str, float, float]], path: Path) -> None:
     canvas.save(path)
 
 
-def score_axes(x_max: float, ticks, x_name: str, title: str):
-    """A blank plot with a score axis from chance (25 %) to 100 % and an x axis from 0 to x_max with
-    ticks: the canvas, its drawing context, and xy(x, score) -> pixel."""
+def score_axes(x_max: float, ticks, x_name: str, title: str, y_ticks=(25, 50, 75, 100)):
+    """A blank plot with a y axis over y_ticks (default: the score, from chance at 25 % to 100 %) in %
+    and an x axis from 0 to x_max with ticks: the canvas, its drawing context, and xy(x, y) -> pixel."""
     left, top = 56, 2 * LINE
     canvas = Image.new("RGB", (left + CURVE[0] + 2 * SPACE, top + CURVE[1] + 3 * LINE), "white")
     draw, f = ImageDraw.Draw(canvas), font()
+    y_min, y_max = y_ticks[0], y_ticks[-1]
 
-    def xy(x: float, score: float) -> tuple[float, float]:
-        return left + x / x_max * CURVE[0], top + (100 - score) / 75 * CURVE[1]
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return left + x / x_max * CURVE[0], top + (y_max - y) / (y_max - y_min) * CURVE[1]
 
-    for score in (25, 50, 75, 100):
-        draw.line([xy(0, score), xy(x_max, score)], fill=(225, 225, 225))
-        x, y = xy(0, score)
+    for value in y_ticks:
+        draw.line([xy(0, value), xy(x_max, value)], fill=(225, 225, 225))
+        x, y = xy(0, value)
         draw.line([(x - TICK, y), (x, y)], fill="grey")
-        draw.text((4, y - LINE / 2), f"{score} %", fill="black", font=f)
+        draw.text((4, y - LINE / 2), f"{value:g} %", fill="black", font=f)
     for m in ticks:
-        x, y = xy(m, 25)
+        x, y = xy(m, y_min)
         draw.line([(x, y), (x, y + TICK)], fill="grey")
         draw.text((x - draw.textlength(f"{m:g}", font=f) / 2, y + TICK), f"{m:g}", fill="black", font=f)
     draw.rectangle((left, top, left + CURVE[0], top + CURVE[1]), outline="grey")
@@ -386,6 +388,49 @@ def replica_points(paths: list[str], device: torch.device) -> list[tuple[str, fl
         if angle is not None:
             points.append((f"beta = {config['beta']:g}", angle, score))  # the default font has no β
     return points
+
+
+def rotation_sweeps(paths: list[str], device: torch.device, **score) -> list[tuple[str, list[dict]]]:
+    """Each checkpoint's rotation sweep (metric.py --rotate): its position pair turned by every θ of
+    metric.ROTATION_ANGLES, Eq. 4 on the fixed batch with the fixed noise and the score at L = 16
+    (`score`: disentanglement_score's other settings), one line per replica as it is done."""
+    sweeps = []
+    for path in paths:
+        model, config = load_checkpoint(path, device)
+        codes = metric.checkpoint_codes(path, model, device, progress=metric.say)  # (737280, M) mu
+        x, eps = metric.probe_batch(model.latents, device=device)
+        kl = metric.objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
+        pair = metric.rotation_pair([], codes, kl, path)
+        rows = [metric.rotation_probe(model, codes, pair, theta, x, eps, config["beta"],
+                                      config.get("likelihood", "bernoulli"), Ls=(16,), **score)
+                for theta in metric.ROTATION_ANGLES]
+        metric.say(f"{path}: latents {pair[0]} and {pair[1]} turned over 0-90°: score at L = 16 "
+                   f"{min(r['score_L16'] for r in rows):.2%}-{max(r['score_L16'] for r in rows):.2%}, Eq. 4 "
+                   f"{max(r['loss_turned'] / rows[0]['loss'] - 1 for r in rows):+.2%} at most (variances turned), "
+                   f"{max(r['loss'] / rows[0]['loss'] - 1 for r in rows):+.2%} (kept)")
+        sweeps.append((f"{Path(path).stem}, {rows[0]['angle']:.0f} deg", rows))
+    return sweeps
+
+
+def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
+    """The objective's blind spot: the score at L = 16 (left) and Eq. 4's change from θ = 0 (right)
+    against the angle θ the position pair is turned by, one colour per replica; on the right thick
+    lines turn the posterior variances along, thin lines keep them."""
+    left, ld, lxy = score_axes(90, range(0, 91, 15), "position latents turned by (degrees)",
+                               "disentanglement score at L = 16 (Sec. 3)")
+    change = [100 * (r[key] / rows[0]["loss"] - 1) for _, rows in sweeps for r in rows for key in ("loss", "loss_turned")]
+    top = max(1, math.ceil(max(change)))
+    right, rd, rxy = score_axes(90, range(0, 91, 15), "position latents turned by (degrees)",
+                                "Eq. 4 against 0 deg: variances turned (thick), kept (thin)",
+                                y_ticks=tuple(range(min(0, math.floor(min(change))), top + 1)))
+    for i, ((label, rows), colour) in enumerate(zip(sweeps, CURVE_COLOURS * len(sweeps))):
+        thetas = [r["theta"] for r in rows]
+        ld.line([lxy(t, 100 * r["score_L16"]) for t, r in zip(thetas, rows)], fill=colour, width=2)
+        for key, width in (("loss_turned", 3), ("loss", 1)):
+            rd.line([rxy(t, 100 * (r[key] / rows[0]["loss"] - 1)) for t, r in zip(thetas, rows)], fill=colour,
+                    width=width)
+        legend(ld, i, len(sweeps), label, colour)
+    side_by_side([left, right]).save(path)
 
 
 def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder, n: int,
@@ -539,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: learning curves of train.py --eval-every logs (path or label=path) into --out PNG")
     p.add_argument("--replicas", nargs="+", metavar="CKPT",
                    help="instead: each replica's score (L = 16) against its position latents' angle, into --out PNG")
+    p.add_argument("--rotation", nargs="+", metavar="CKPT",
+                   help="instead: each replica's score (L = 16) and Eq. 4 as its position latents turn by 0-90°, "
+                        "into --out PNG")
     p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it); with --curves, the PNG")
     p.add_argument("--only", choices=FIGURES, help="draw this figure alone")
     p.add_argument("--html", dest="only", action="store_const", const="explorer",
@@ -555,8 +603,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
-    if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas)) != 1:
-        p.error("give a checkpoint, or --curves CSV ..., or --replicas CKPT ...")
+    if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas, args.rotation)) != 1:
+        p.error("give a checkpoint, or --curves CSV ..., or --replicas CKPT ..., or --rotation CKPT ...")
     with cli_errors("traverse.py"):
         set_threads(args.threads)
         if args.curves:
@@ -565,6 +613,9 @@ def main() -> None:
         elif args.replicas:
             out = Path(args.out or "replicas.png")
             replica_figure(replica_points(args.replicas, pick_device(args.device)), out)
+        elif args.rotation:
+            out = Path(args.out or "rotation.png")
+            rotation_figure(rotation_sweeps(args.rotation, pick_device(args.device)), out)
         else:
             figures(args)
             return
