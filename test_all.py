@@ -2009,6 +2009,8 @@ def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_d
     ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
     [(label, rows)] = traverse.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500, n_test=200, steps=100)
     assert label == "m, 0 deg" and [r["theta"] for r in rows] == [0, 45, 90]
+    [(beta, angle, score)] = traverse.replica_points([str(ckpt)], torch.device("cpu"))  # the same reading, --replicas
+    assert (beta, angle) == ("beta = 4", 0.0) and score > 99
     assert rows[1]["score_L16"] < rows[0]["score_L16"] - 0.15  # posX and posY mixed: the metric drops
     assert abs(rows[2]["score_L16"] - rows[0]["score_L16"]) < 0.05  # 90°: the pair swapped, read as well
     path = tmp_path / "rotation.png"

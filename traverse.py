@@ -371,16 +371,23 @@ def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str, colour: tuple[
     draw.text((56 + CURVE[0] - 170, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
 
 
+def read_replica(path: str, device: torch.device):
+    """A checkpoint's model and config, its codes μ (737280, M) (cached beside it), metric's fixed probe
+    batch (x, ε) and the mean KL per latent (M,) on it."""
+    model, config = load_checkpoint(path, device)
+    codes = metric.checkpoint_codes(path, model, device, progress=metric.say)
+    x, eps = metric.probe_batch(model.latents, device=device)
+    kl = metric.objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
+    return model, config, codes, (x, eps), kl
+
+
 def replica_points(paths: list[str], device: torch.device) -> list[tuple[str, float, float]]:
     """(label "beta = β", position angle in degrees, mean score at L = 16 over 3 classifier seeds, %) of each
     checkpoint, from its cached codes (metric.latent_summary); a replica with fewer than two active
     latents has no position plane and is left out, said in one line."""
     points = []
     for path in paths:
-        model, config = load_checkpoint(path, device)
-        codes = metric.checkpoint_codes(path, model, device, progress=metric.say)  # (737280, M) mu
-        x, eps = metric.probe_batch(model.latents, device=device)
-        kl = metric.objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
+        _, config, codes, _, kl = read_replica(path, device)
         angle = metric.latent_summary(codes, kl)["angle"]
         score = 100 * sum(metric.disentanglement_score(codes, seed=s) for s in range(3)) / 3
         metric.say(f"{path}: position angle " + ("none (fewer than two active latents)" if angle is None
@@ -396,10 +403,7 @@ def rotation_sweeps(paths: list[str], device: torch.device, **score) -> list[tup
     (`score`: disentanglement_score's other settings), one line per replica as it is done."""
     sweeps = []
     for path in paths:
-        model, config = load_checkpoint(path, device)
-        codes = metric.checkpoint_codes(path, model, device, progress=metric.say)  # (737280, M) mu
-        x, eps = metric.probe_batch(model.latents, device=device)
-        kl = metric.objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
+        model, config, codes, (x, eps), kl = read_replica(path, device)
         pair = metric.rotation_pair([], codes, kl, path)
         rows = [metric.rotation_probe(model, codes, pair, theta, x, eps, config["beta"],
                                       config.get("likelihood", "bernoulli"), Ls=(16,), **score)
