@@ -1533,6 +1533,9 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
     log.write_text("step,samples,seconds,loss,score\n250,64000,60.0,150.0,1.0\n500,128000,120.0,140.0,\n"
                    "750,192000,600.0,130.0,1.0\n")
     assert traverse.read_scores(str(log)) == ([1.0, 10.0], [100.0, 100.0])
+    assert traverse.read_scores(str(log), "images") == (pytest.approx([0.064, 0.192]), [100.0, 100.0])
+    run_cli("traverse.py", "--curves", str(log), "--x", "images", "--out", str(tmp_path / "by_images.png"))
+    assert Image.open(tmp_path / "by_images.png").size[0] > 0
     out = tmp_path / "curves.png"
     run_cli("traverse.py", "--curves", f"β = 4={log}", "--out", str(out))
     pixels = np.asarray(Image.open(out).convert("RGB"))

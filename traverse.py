@@ -7,8 +7,8 @@ Latent response maps (Fig. 7A rows 1–3, 2D shapes only): the mean of each late
 whole data set as a function of position (a heat map), of scale and of rotation (one curve per
 shape: square red, ellipse green, heart blue). Samples from the prior (Fig. 9): decoded z ~ N(0, I).
 Reconstructions: inputs above the decoded mean of q(z|x). Learning curves: the disentanglement
-score that train.py --eval-every logs, against training minutes. Every figure carries its axes:
-ticks, axis names, the response maps' colour bar (the value of mu), KL in nats.
+score that train.py --eval-every logs, against training minutes or images seen (--x). Every
+figure carries its axes: ticks, axis names, the response maps' colour bar (the value of mu), KL in nats.
 The explorer (fc models of grey images): explorer.html, one self-contained page that runs the
 decoder in the browser, a slider per latent, seed images whose mu sets them; its HTML and
 JavaScript are explorer_template.html, which this file fills in with the weights and codes.
@@ -22,6 +22,7 @@ runs.py and explorer_template.html beside it (pillow for the pictures).
     python traverse.py ckpt.pt --html                # the explorer alone: open explorer.html in a browser
     python traverse.py faces.pt --seeds 5            # a model trained on an image folder
     python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png   # score vs minutes
+    python traverse.py --curves paper_b4_s0.csv --x images --out paper.png        # score vs images seen
     python traverse.py --replicas runs/fig6/b*_s*[0-9].pt --out replicas.png         # score vs position angle
     python traverse.py --rotation runs/fig6/b4_s[0-3].pt --out rotation.png          # the objective's blind spot
 """
@@ -274,23 +275,30 @@ def response_row(canvas: Image.Image, response: dict[str, torch.Tensor], label: 
             draw.line(list(zip(xs.tolist(), ys.tolist())), fill=colour, width=2)
 
 
-def read_scores(csv_path: str) -> tuple[list[float], list[float]]:
-    """Training minutes and disentanglement scores (%) of a train.py --eval-every CSV log."""
+# --curves --x: the log's column, its scale and the axis's name
+CURVE_AXES = {"minutes": ("seconds", 1 / 60, "training minutes (CPU)"),
+              "images": ("samples", 1e-6, "training images (millions)")}
+
+
+def read_scores(csv_path: str, x: str = "minutes") -> tuple[list[float], list[float]]:
+    """Training minutes (or images, in millions) and disentanglement scores (%) of a train.py
+    --eval-every CSV log."""
+    column, scale, _ = CURVE_AXES[x]
     try:
         with open(csv_path, newline="") as f:
             log = csv.DictReader(f)
-            timed = "seconds" in (log.fieldnames or ())
+            has_column = column in (log.fieldnames or ())
             rows = [row for row in log if row.get("score")]
     except OSError as e:
         raise UsageError(f"cannot read {csv_path}: {e.strerror}") from None
-    if not timed:
-        raise UsageError(f"{csv_path} has no seconds column: it is not a train.py log")
+    if not has_column:
+        raise UsageError(f"{csv_path} has no {column} column: it is not a train.py log")
     if not rows:
         raise UsageError(f"{csv_path} has no scores: train with --eval-every N to log them")
-    minutes, scores = [float(r["seconds"]) / 60 for r in rows], [100 * float(r["score"]) for r in rows]
-    if not all(math.isfinite(v) for v in minutes + scores):
-        raise UsageError(f"{csv_path}: its seconds or scores hold nan or inf: not a train.py log as written")
-    return minutes, scores
+    xs, scores = [float(r[column]) * scale for r in rows], [100 * float(r["score"]) for r in rows]
+    if not all(math.isfinite(v) for v in xs + scores):
+        raise UsageError(f"{csv_path}: its {column} or scores hold nan or inf: not a train.py log as written")
+    return xs, scores
 
 
 def split_checkpoint(spec: str) -> tuple[str | None, str]:
@@ -304,19 +312,21 @@ def split_checkpoint(spec: str) -> tuple[str | None, str]:
     return label, path
 
 
-def learning_curves(specs: list[str], path: Path) -> None:
-    """The disentanglement score against training minutes, one line per CSV log (`label=path` or path)."""
+def learning_curves(specs: list[str], path: Path, x: str = "minutes") -> None:
+    """The disentanglement score against training minutes (or images), one line per CSV log
+    (`label=path` or path)."""
     curves = []
     for spec in specs:
         label, csv_path = split_checkpoint(spec)
-        curves.append((label or Path(csv_path).stem, *read_scores(csv_path)))
-    x_max = max(max(minutes) for _, minutes, _ in curves)
-    step = next((s for s in (1, 2, 5, 10, 20, 30, 60, 120, 300) if x_max / s <= 8), 60 * math.ceil(x_max / 480))  # ≤ 8 ticks
-    x_max = step * -(-x_max // step)
-    canvas, draw, xy = score_axes(x_max, range(0, int(x_max) + 1, step), "training minutes (CPU)",
-                                  "disentanglement score (Sec. 3)")
-    for i, ((label, minutes, scores), colour) in enumerate(zip(curves, CURVE_COLOURS * len(curves))):
-        points = [xy(m, s) for m, s in zip(minutes, scores)]
+        curves.append((label or Path(csv_path).stem, *read_scores(csv_path, x)))
+    x_max = max(max(xs) for _, xs, _ in curves)
+    steps = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+    step = next((s for s in steps if x_max / s <= 8), 60 * math.ceil(x_max / 480))  # ≤ 8 ticks
+    x_max = step * math.ceil(x_max / step - 1e-9)
+    canvas, draw, xy = score_axes(x_max, [round(i * step, 1) for i in range(round(x_max / step) + 1)],
+                                  CURVE_AXES[x][2], "disentanglement score (Sec. 3)")
+    for i, ((label, xs, scores), colour) in enumerate(zip(curves, CURVE_COLOURS * len(curves))):
+        points = [xy(m, s) for m, s in zip(xs, scores)]
         draw.line(points, fill=colour, width=2)
         for px, py in points:
             draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
@@ -586,6 +596,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="a train.py checkpoint")
     p.add_argument("--curves", nargs="+", metavar="CSV",
                    help="instead: learning curves of train.py --eval-every logs (path or label=path) into --out PNG")
+    p.add_argument("--x", choices=CURVE_AXES, default="minutes",
+                   help="--curves against training minutes (default) or images seen")
     p.add_argument("--replicas", nargs="+", metavar="CKPT",
                    help="instead: each replica's score (L = 16) against its position latents' angle, into --out PNG")
     p.add_argument("--rotation", nargs="+", metavar="CKPT",
@@ -613,7 +625,7 @@ def main() -> None:
         set_threads(args.threads)
         if args.curves:
             out = Path(args.out or "curves.png")
-            learning_curves(args.curves, out)
+            learning_curves(args.curves, out, args.x)
         elif args.replicas:
             out = Path(args.out or "replicas.png")
             replica_figure(replica_points(args.replicas, pick_device(args.device)), out)
