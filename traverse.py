@@ -432,11 +432,13 @@ def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
     lines turn the posterior variances along, thin lines keep them."""
     left, ld, lxy = score_axes(90, range(0, 91, 15), "position latents turned by (degrees)",
                                "disentanglement score at L = 16 (Sec. 3)")
-    change = [100 * (r[key] / rows[0]["loss"] - 1) for _, rows in sweeps for r in rows for key in ("loss", "loss_turned")]
-    top = max(1, math.ceil(max(change)))
+    change = [100 * (r[key] / rows[0]["loss"] - 1)  # % of Eq. 4 at θ = 0
+              for _, rows in sweeps for r in rows for key in ("loss", "loss_turned")]
+    low, high = min(0, math.floor(min(change))), max(1, math.ceil(max(change)))
+    step = math.ceil((high - low) / 8)  # ≤ 8 ticks
     right, rd, rxy = score_axes(90, range(0, 91, 15), "position latents turned by (degrees)",
                                 "Eq. 4 against 0 deg: variances turned (thick), kept (thin)",
-                                y_ticks=tuple(range(min(0, math.floor(min(change))), top + 1)))
+                                y_ticks=tuple(range(low, high + step, step)))
     for i, ((label, rows), colour) in enumerate(zip(sweeps, CURVE_COLOURS * len(sweeps))):
         thetas = [r["theta"] for r in rows]
         ld.line([lxy(t, 100 * r["score_L16"]) for t, r in zip(thetas, rows)], fill=colour, width=2)
