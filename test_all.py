@@ -2023,3 +2023,6 @@ def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_d
     pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
     assert image.width == 2 * (56 + traverse.CURVE[0] + 2 * traverse.SPACE) + traverse.SPACE
     assert all((pixels == colour).all(1).sum() > 100 for colour in traverse.CURVE_COLOURS[:2])
+    result = run_cli("traverse.py", "--rotation", str(tmp_path / "missing.pt"), "--out", str(path), check=False)
+    assert_one_line_error(result)
+    assert "no such checkpoint" in result.stderr
