@@ -349,7 +349,7 @@ def replica_figure(points: list[tuple[str, float, float]], path: Path) -> None:
     canvas.save(path)
 
 
-def score_axes(x_max: float, ticks, x_name: str, title: str, y_ticks=(25, 50, 75, 100)):
+def score_axes(x_max: float, ticks, x_name: str, title: str, y_ticks: tuple[float, ...] = (25, 50, 75, 100)):
     """A blank plot with a y axis over y_ticks (default: the score, from chance at 25 % to 100 %) in %
     and an x axis from 0 to x_max with ticks: the canvas, its drawing context, and xy(x, y) -> pixel."""
     left, top = 56, 2 * LINE
@@ -381,7 +381,8 @@ def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str, colour: tuple[
     draw.text((56 + CURVE[0] - 170, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
 
 
-def read_replica(path: str, device: torch.device):
+def read_replica(path: str, device: torch.device) -> tuple[BetaVAE, dict, torch.Tensor, tuple[torch.Tensor, torch.Tensor],
+                                                         torch.Tensor]:
     """A checkpoint's model and config, its codes μ (737280, M) (cached beside it), metric's fixed probe
     batch (x, ε) and the mean KL per latent (M,) on it."""
     model, config = load_checkpoint(path, device)
