@@ -1534,7 +1534,7 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
                    "750,192000,600.0,130.0,1.0\n")
     assert traverse.read_scores(str(log)) == ([1.0, 10.0], [100.0, 100.0])
     assert traverse.read_scores(str(log), "images") == (pytest.approx([0.064, 0.192]), [100.0, 100.0])
-    run_cli("traverse.py", "--curves", str(log), "--x", "images", "--out", str(tmp_path / "by_images.png"))
+    traverse.learning_curves([str(log)], tmp_path / "by_images.png", x="images")
     assert Image.open(tmp_path / "by_images.png").size[0] > 0
     out = tmp_path / "curves.png"
     run_cli("traverse.py", "--curves", f"β = 4={log}", "--out", str(out))
@@ -2012,8 +2012,6 @@ def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_d
     ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
     [(label, rows)] = traverse.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500, n_test=200, steps=100)
     assert label == "m, 0 deg" and [r["theta"] for r in rows] == [0, 45, 90]
-    [(beta, angle, score)] = traverse.replica_points([str(ckpt)], torch.device("cpu"))  # the same reading, --replicas
-    assert (beta, angle) == ("beta = 4", 0.0) and score > 99
     assert rows[1]["score_L16"] < rows[0]["score_L16"] - 0.15  # posX and posY mixed: the metric drops
     assert abs(rows[2]["score_L16"] - rows[0]["score_L16"]) < 0.05  # 90°: the pair swapped, read as well
     path = tmp_path / "rotation.png"
