@@ -421,31 +421,37 @@ def rotation_sweeps(paths: list[str], device: torch.device, **score) -> list[tup
                 for theta in metric.ROTATION_ANGLES]
         metric.say(f"{path}: latents {pair[0]} and {pair[1]} turned over 0-90°: score at L = 16 "
                    f"{min(r['score_L16'] for r in rows):.2%}-{max(r['score_L16'] for r in rows):.2%}, Eq. 4 "
-                   f"{max(r['loss_turned'] / rows[0]['loss'] - 1 for r in rows):+.2%} at most (variances turned), "
-                   f"{max(r['loss'] / rows[0]['loss'] - 1 for r in rows):+.2%} (kept)")
+                   f"{max(eq4_change(rows, 'loss_turned')):+.2%} at most (variances turned), "
+                   f"{max(eq4_change(rows, 'loss')):+.2%} (kept)")
         sweeps.append((f"{Path(path).stem}, {rows[0]['angle']:.0f} deg", rows))
     return sweeps
+
+
+def eq4_change(rows: list[dict], key: str) -> list[float]:
+    """A rotation sweep's Eq. 4 (`key`: "loss", variances kept, or "loss_turned") at each θ, as a
+    fraction of change from Eq. 4 at θ = 0."""
+    return [r[key] / rows[0]["loss"] - 1 for r in rows]
 
 
 def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
     """The objective's blind spot: the score at L = 16 (left) and Eq. 4's change from θ = 0 (right)
     against the angle θ the position pair is turned by, one colour per replica; on the right thick
     lines turn the posterior variances along, thin lines keep them."""
-    left, ld, lxy = score_axes(90, range(0, 91, 15), "position latents turned by (degrees)",
+    thetas = metric.ROTATION_ANGLES
+    left, ld, lxy = score_axes(thetas[-1], thetas, "position latents turned by (degrees)",
                                "disentanglement score at L = 16 (Sec. 3)")
-    change = [100 * (r[key] / rows[0]["loss"] - 1)  # % of Eq. 4 at θ = 0
-              for _, rows in sweeps for r in rows for key in ("loss", "loss_turned")]
-    low, high = min(0, math.floor(min(change))), max(1, math.ceil(max(change)))
+    change = [{key: [100 * c for c in eq4_change(rows, key)] for key in ("loss_turned", "loss")} for _, rows in sweeps]
+    values = [v for lines in change for line in lines.values() for v in line]  # % of Eq. 4 at θ = 0
+    low, high = min(0, math.floor(min(values))), max(1, math.ceil(max(values)))
     step = math.ceil((high - low) / 8)  # ≤ 8 ticks
-    right, rd, rxy = score_axes(90, range(0, 91, 15), "position latents turned by (degrees)",
+    right, rd, rxy = score_axes(thetas[-1], thetas, "position latents turned by (degrees)",
                                 "Eq. 4 against 0 deg: variances turned (thick), kept (thin)",
                                 y_ticks=tuple(range(low, high + step, step)))
-    for i, ((label, rows), colour) in enumerate(zip(sweeps, CURVE_COLOURS * len(sweeps))):
-        thetas = [r["theta"] for r in rows]
-        ld.line([lxy(t, 100 * r["score_L16"]) for t, r in zip(thetas, rows)], fill=colour, width=2)
+    for i, ((label, rows), lines, colour) in enumerate(zip(sweeps, change, CURVE_COLOURS * len(sweeps))):
+        turned_by = [r["theta"] for r in rows]
+        ld.line([lxy(t, 100 * r["score_L16"]) for t, r in zip(turned_by, rows)], fill=colour, width=2)
         for key, width in (("loss_turned", 3), ("loss", 1)):
-            rd.line([rxy(t, 100 * (r[key] / rows[0]["loss"] - 1)) for t, r in zip(thetas, rows)], fill=colour,
-                    width=width)
+            rd.line([rxy(t, c) for t, c in zip(turned_by, lines[key])], fill=colour, width=width)
         legend(ld, i, len(sweeps), label, colour)
     side_by_side([left, right]).save(path)
 
