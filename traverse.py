@@ -416,6 +416,8 @@ def rotation_sweeps(paths: list[str], device: torch.device, **score) -> list[tup
     for path in paths:
         model, config, codes, (x, eps), kl = read_replica(path, device)
         pair = metric.rotation_pair([], codes, kl, path)
+        metric.say(f"{path}: turning latents {pair[0]} and {pair[1]} by {len(metric.ROTATION_ANGLES)} angles, "
+                   f"scoring each")  # about 2 s an angle on a CPU
         rows = [metric.rotation_probe(model, codes, pair, theta, x, eps, config["beta"],
                                       config.get("likelihood", "bernoulli"), Ls=(16,), **score)
                 for theta in metric.ROTATION_ANGLES]
