@@ -531,7 +531,9 @@ class Run:
         self.log_file = open(log, "a", newline="")
         self.log = csv.writer(self.log_file)
         self.eval_seconds = 0.0  # time spent scoring, left out of the training time in the log
-        self.start = self.interval_start = self.last_save = time.perf_counter()
+        self.start = self.last_save = time.perf_counter()
+        # samples/s counts this session's steps only: after --resume the tally also holds steps taken before the stop
+        self.interval = (self.start, self.trainer.step_count)
         self.ticker = Every()
         return self
 
@@ -567,8 +569,8 @@ class Run:
     def progress_line(self, step: int, text: str) -> None:
         """The progress line of the steps since the log's last row, on stdout: at each row, and between
         rows often enough that no stretch of training is silent."""
-        now, total, batch = time.perf_counter(), self.config["steps"], self.config["batch_size"]
-        rate = (step - self.tally.since) * batch / (now - self.interval_start)
+        (start, start_step), total, batch = self.interval, self.config["steps"], self.config["batch_size"]
+        rate = (step - start_step) * batch / (time.perf_counter() - start)
         print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | {text} | "
               f"ETA {format_seconds((total - step) * batch / rate)}", flush=True)
         self.ticker.mark()
@@ -592,7 +594,7 @@ class Run:
             row.append(self.score(step) if step % c["eval_every"] == 0 or step == total else "")
         self.log.writerow(row)
         self.log_file.flush()
-        self.tally, self.interval_start = Tally(step), time.perf_counter()
+        self.tally, self.interval = Tally(step), (time.perf_counter(), step)
 
     def score(self, step: int) -> str:
         t = time.perf_counter()

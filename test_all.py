@@ -1132,6 +1132,25 @@ def test_train_failed_save_keeps_the_last_checkpoint_and_a_symlink_at_a_temp_pat
 
 
 @harness
+def test_samples_per_second_after_resume_counts_only_the_steps_this_session_took(tmp_path, monkeypatch, capsys):
+    """A resumed run's first rate once counted the steps before the stop too: 4,159 samples/s where 900 was true."""
+    clock, step = [0.0], train.Trainer.step
+
+    def step_taking_one_second(self):
+        clock[0] += 1.0
+        return step(self)
+
+    monkeypatch.setattr(runs.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(train.Trainer, "step", step_taking_one_second)
+    out = str(tmp_path / "resumed.pt")
+    train_in_process(monkeypatch, *SMALL_RUN, "--log-every", "10", "--steps", "10", "--out", out, "--time-limit", "5")
+    assert torch.load(out, weights_only=True)["tally"]["since"] == 0  # stopped at step 5, between log rows
+    capsys.readouterr()
+    train_in_process(monkeypatch, *SMALL_RUN, "--log-every", "10", "--steps", "10", "--out", out, "--resume")
+    assert "step 10/10 | 8 samples/s" in capsys.readouterr().out  # 5 steps of batch 8 in 5 s, not 10 steps
+
+
+@harness
 def test_train_resume_refuses_a_flag_that_would_change_the_run(monkeypatch, capsys, unbroken_40):
     before = unbroken_40.read_bytes()
     err = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "80", "--out", str(unbroken_40),
