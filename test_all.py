@@ -1572,16 +1572,17 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
     ("MISSING",),
     ("CORRUPT",),
     ("CKPT", "--out", "FILE/figs"),  # a folder under a file: cannot be made
+    ("CKPT", "--out", "FIGS.png"),  # a file's name: the folder would surprise (--curves' --out is a file)
 ])
 def test_traverse_bad_input_is_one_line(tmp_path, traverse_checkpoint, args):
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 truncated")
     (tmp_path / "file").write_text("not a folder")
     paths = {"MISSING": tmp_path / "missing.pt", "CORRUPT": tmp_path / "corrupt.pt", "CKPT": traverse_checkpoint,
-             "FILE/figs": tmp_path / "file" / "figs"}
+             "FILE/figs": tmp_path / "file" / "figs", "FIGS.png": tmp_path / "figs.png"}
     args = [str(paths.get(a, a)) for a in args]
     result = run_cli("traverse.py", *args, "--only", "samples", "--device", "cpu", check=False)
     assert_one_line_error(result)
-    assert result.stderr.startswith("traverse.py: error:")
+    assert result.stderr.startswith("traverse.py: error:") and not (tmp_path / "figs.png").exists()
 
 
 @harness

@@ -528,6 +528,9 @@ def write_explorer(path: Path, model: BetaVAE, kl: torch.Tensor, labels: list[st
 def figure_folder(args: argparse.Namespace) -> Path:
     """--out, or <checkpoint stem>_figures beside the checkpoint; made if it is not there."""
     out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures")
+    if out.suffix.lower() in (".png", ".gif", ".html") and not out.is_dir():  # --out of --curves is a file, here not
+        raise UsageError(f"--out names the folder for the figures ({', '.join(FIGURES)}); {out} looks like a file: "
+                         f"give a folder, e.g. --out {out.with_suffix('')}")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
