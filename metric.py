@@ -666,8 +666,8 @@ def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, co
         say("  position plane: fewer than two active latents")
     else:
         a, b = view["pair"]
-        say(f"  position plane: latents {a} (posX) and {b} (posY), {view['angle']:.1f}° from the (posX, posY) "
-            f"axes (0° aligned, 45° fully mixed)")
+        say(f"  position plane: latents {a} and {b} (most position information; the more posX one first), "
+            f"{view['angle']:.1f}° from the (posX, posY) axes (0° aligned, 45° fully mixed)")
     say(f"  MIG {view['mig']:.3f} (all images); purity: the share of a latent's information about the "
         f"factors that is about the one it follows")
 
