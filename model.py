@@ -90,7 +90,7 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
     if "baseline" in config:
-        raise UsageError(f"{path} is a {config['baseline']} model, not a β-VAE: "
+        raise UsageError(f"{path} is not a β-VAE but baselines.py's {config['baseline']} model: "
                          f"score it with python baselines.py --table {path}")
     check_architecture(config, path)
     model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))

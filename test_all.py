@@ -904,9 +904,10 @@ def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_rec
 
 @harness
 def test_resume_equals_an_unbroken_run(tmp_path):
-    train_cli(tmp_path, "--steps", "20", "--out", str(tmp_path / "a.pt"), "--beta", "2")
-    train_cli(tmp_path, "--steps", "10", "--out", str(tmp_path / "b.pt"), "--beta", "2")
-    train_cli(tmp_path, "--steps", "20", "--out", str(tmp_path / "b.pt"), "--resume")
+    small = (*SMALL_RUN, "--log-every", "5", "--beta", "2")  # a stop at a log row: the rows must match too
+    run_cli("train.py", *small, "--steps", "20", "--out", str(tmp_path / "a.pt"))
+    run_cli("train.py", *small, "--steps", "10", "--out", str(tmp_path / "b.pt"))
+    run_cli("train.py", "--steps", "20", "--out", str(tmp_path / "b.pt"), "--resume", "--threads", "1", "--device", "cpu")
     a = torch.load(tmp_path / "a.pt", weights_only=True)
     b = torch.load(tmp_path / "b.pt", weights_only=True)
     assert a["step"] == b["step"] == 20
@@ -1278,12 +1279,22 @@ def test_the_protocol_runs_one_replica_after_another_on_a_cpu(tmp_path, monkeypa
 
 
 @harness
-def test_gpu_check_script_dry_run_on_a_cpu(tmp_path):
-    check = tmp_path / "check"  # one replica, 2 steps: the script's every stage, most of its time encoding all images
+def test_gpu_check_script_dry_run_on_a_cpu(tmp_path, monkeypatch):
+    check = tmp_path / "check"  # one replica, 2 steps: the script's every stage
+    # Encoding all 737,280 images would be most of a minute here (test_encode_all_* covers it): the replica's
+    # codes are cached beforehand, under the digest of the weights the script is about to train, from a twin.
+    twin = tmp_path / "twin.pt"
+    train_in_process(monkeypatch, "--beta", "4", "--seed", "0", "--steps", "2", "--device", "cpu", "--out", str(twin))
+    twin_model = metric.load_shapes_model(str(twin), torch.device("cpu"))
+    (check / "fig6").mkdir(parents=True)
+    torch.save({"weights_sha256": metric.weights_digest(twin_model), "codes": torch.rand(shapes.N_IMAGES, 10)},
+               metric.codes_path(str(check / "fig6" / "b4_s0.pt")))
     env = {**os.environ, "DEVICE": "cpu", "BETAS": "4", "SEEDS": "0", "STEPS": "2", "BUDGET": "600", "SCORE_SECONDS": "0"}
     result = subprocess.run(["bash", "gpu_check.sh", str(check)], cwd=HERE, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
+    replica = torch.load(check / "fig6" / "b4_s0.pt", weights_only=True)["model"]
+    assert all(torch.equal(replica[k], v) for k, v in twin_model.state_dict().items()), "the cached codes went unread"
     table = (check / "table.md").read_text().splitlines()
     assert len(table) == 3 and table[2].startswith("| β = 4 | 1 | 2 |") and table[2].endswith("| 99.23 ± 0.1 |")
     assert (check / "figures_best_b4_s0" / "traversal.png").exists()
@@ -1746,20 +1757,20 @@ def test_baselines_cli_table_and_bad_input(tmp_path):
 def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, name):
     out = tmp_path / f"{name}.pt"
     small = ["--train-batch-size", "8", "--log-every", "5", "--threads", "1", "--device", "cpu", "--out", str(out)]
-    result = run_cli("baselines.py", "--train", name, "--steps", "20", *small)
-    assert "step 20/20" in result.stdout and out.exists()
+    result = run_cli("baselines.py", "--train", name, "--steps", "10", *small)
+    assert "step 10/10" in result.stdout and out.exists()
     rows = (tmp_path / f"{name}.csv").read_text().splitlines()
-    assert rows[0].startswith("step,samples,seconds,") and rows[-1].startswith("20,160,")
+    assert rows[0].startswith("step,samples,seconds,") and rows[-1].startswith("10,80,")
     net, label = baselines.load_representation(str(out), torch.device("cpu"))
     assert label == baselines.TRAINED[name].label
     x = shapes.render(shapes.sample_factors(4, torch.Generator().manual_seed(0)))
     assert net.encode_mu(x).shape == (4, 10 if name == "dcign" else baselines.INFOGAN_CODES)
     if name == "infogan":
         assert (tmp_path / "infogan_samples.png").exists()
-        # resuming restores both optimizers: 20 + 5 steps equal 25 unbroken ones
-        run_cli("baselines.py", "--train", name, "--steps", "25", "--resume", *small)
+        # resuming restores both optimizers: 10 + 5 steps equal 15 unbroken ones
+        run_cli("baselines.py", "--train", name, "--steps", "15", "--resume", *small)
         unbroken = tmp_path / "unbroken.pt"
-        run_cli("baselines.py", "--train", name, "--steps", "25", *small[:-1], str(unbroken))
+        run_cli("baselines.py", "--train", name, "--steps", "15", *small[:-1], str(unbroken))
         a, b = torch.load(out, weights_only=True), torch.load(unbroken, weights_only=True)
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     bad = run_cli("metric.py", str(out), check=False)  # not a β-VAE: pointed to baselines.py

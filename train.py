@@ -259,7 +259,7 @@ def resumed_config(out: str, given: dict) -> dict:
     """The config of the run at `out`, with a new --steps; UsageError for a flag that would change it."""
     config = runs.read_resume_checkpoint(out)["config"]
     if "baseline" in config:
-        raise UsageError(f"--resume: {out} is a {config['baseline']} checkpoint: continue it with "
+        raise UsageError(f"--resume: {out} is baselines.py's {config['baseline']} checkpoint: continue it with "
                          f"python baselines.py --train {config['baseline']} --out {out} --resume")
     check_architecture(config, out)
     runs.check_same_settings(out, config, given, RESUME_FLAGS)
