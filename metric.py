@@ -1,40 +1,33 @@
-"""The disentanglement metric of β-VAE (Higgins et al., ICLR 2017, Sec. 3, Eq. 5, A.4) and friends.
+"""The disentanglement metric of β-VAE (Higgins et al., ICLR 2017, Sec. 3, Eq. 5, A.4).
 
 For each point (Sec. 3):
   1. choose a factor y uniformly (posX, posY, scale, rotation; --include-shape adds shape);
   2. draw L pairs of factor vectors v1, v2 that agree on y and are independent elsewhere;
   3. take the representations z1, z2 of the images: the encoder mean μ;
   4. average z_diff = |z1 − z2| over the L pairs                              (Eq. 5)
-then train a linear softmax classifier (NLL, Adagrad lr 1e-2, until convergence) to predict
-y from that average. The score is its accuracy on held-out points. Also here: the factor
-classification of A.5 (Table 2), MIG (Chen et al. 2018), the FactorVAE metric (Kim & Mnih
-2018), which latent carries which factor, and what turning two latents does to Eq. 4 and to the
-score (the objective's blind spot). Every metric reads `codes`: row i is the representation of
-image i in DeepMind's index order, computed once for all 737,280 images by `encode_all`;
-`training_score` is the score that train.py --eval-every logs.
+then train a linear softmax classifier (NLL, until convergence) to predict y from that average.
+The score is its accuracy on held-out points. Also here: the A.4 protocol, the factor
+classification of A.5 (Table 2), MIG (Chen et al. 2018) and the FactorVAE metric (Kim & Mnih 2018).
+
+What it scores, `codes`: either a table (737280, D) whose row i is the representation of image i
+in DeepMind's index order, or a function from such indices to codes. `encode_all(encoder)` makes
+the table from an encoder, which is anything a researcher has: a callable images (B, 1, 64, 64)
+in {0, 1} -> mu (B, D), or a module with `encode(x) -> (mu, logvar)`.
+
+Copied into another project it needs torch and shapes.py beside it: shapes.py's factor grid draws
+the pairs of Sec. 3, and its renderer draws the images an encoder is given. The cache of a
+checkpoint's codes (<stem>.codes.pt beside it) also uses model.py and runs.py; the command line
+uses those and replicas.py (with loss.py), which builds on this file for --latents and --rotate.
 
     python metric.py ckpt.pt                  # the score, its settings and seconds taken
     python metric.py ckpt.pt --table2 --all   # plus A.5 accuracies, MIG and FactorVAE
     python metric.py a.pt b.pt c.pt           # A.4: 3 classifier seeds each, bottom half dropped
-    python metric.py ckpt.pt --dlib           # disentanglement_lib's settings, to compare with its numbers
-    python metric.py ckpt.pt --latents        # each latent's KL, factor and purity; position angle; MIG
-    python metric.py ckpt.pt --rotate         # the position pair turned 0-90°: Eq. 4 and the score at L = 16, 64
-
---dlib: disentanglement_lib's β-VAE metric fixes one of all five factors (shape included) with
-L = 64 on 10,000 / 5,000 points (our classifier, standardised inputs); its MIG reads 10,000
-images and its FactorVAE metric ignores dimensions of std below 0.05. Only scores under the same
-settings compare: on the codes of one β = 4 model, disentanglement_lib's own code scored 83.5
-and ours 84.1 under these settings, but ours 99.1 at L = 64 with four factors (as reported in
-issue 15; not re-measured here, disentanglement_lib not being reachable).
-
-A checkpoint's codes are cached beside it as <stem>.codes.pt, tied to its weights, so a second
-run on it (and traverse.py's response maps, baselines.py's rows) skips the encoding; --no-cache
-encodes afresh and writes nothing. Copied into another project, this file needs shapes.py,
-model.py, loss.py and runs.py beside it (and torch).
+    python metric.py ckpt.pt --dlib           # disentanglement_lib's settings
+    python metric.py ckpt.pt --latents        # each latent's KL, factor and purity; position angle
+    python metric.py ckpt.pt --rotate         # the position pair turned 0-90°: Eq. 4 and the score
 """
 
 import argparse
-import copy
 import hashlib
 import math
 import os
@@ -49,11 +42,7 @@ if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit a
 import torch
 from torch import nn
 
-import loss as objective
 import shapes
-from model import BetaVAE, load_checkpoint
-from runs import (Every, UsageError, cli_errors, pick_device, positive_float, positive_int, seed_arg, set_threads,
-                  write_atomically)
 
 PAPER_FACTORS = (1, 2, 3, 4)  # scale, orientation, posX, posY (Sec. 3 leaves out shape)
 # Our settings where the paper is silent (README, "The metric's settings").
@@ -63,143 +52,46 @@ DEFAULT_N_TEST = 5000
 CLASSIFIER = "lbfgs"  # converges; "adagrad" is the paper's optimizer, far slower to converge
 CLASSIFIER_STEPS = 1000  # L-BFGS iterations at most, or Adagrad steps
 CLASSIFIER_LR = 1e-2  # Adagrad's, as the paper
-# disentanglement_lib's settings (--dlib), to compare with numbers published from it: the β-VAE metric
-# fixes one of all five factors (shape included) with L = 64; MIG and FactorVAE's pruning read 10,000 images.
-DLIB_L = 64
-DLIB_IMAGES = 10000
-
-# Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
-PAPER = {
-    "ground truth": (100.0, None),
-    "raw pixels": (45.75, 0.8),
-    "PCA": (84.9, 0.4),
-    "ICA": (42.03, 10.6),
-    "DC-IGN": (99.3, 0.1),
-    "InfoGAN": (73.5, 0.9),
-    "VAE untrained": (44.14, 2.5),
-    "VAE (β = 1)": (61.58, 0.5),
-    "β-VAE (β = 4)": (99.23, 0.1),
-}
-# The training-free rows as this code scores them (%, A.4 mean) at the L they were measured at, with
-#   python baselines.py --table --a4 --L 16 64 --rows gt,pixels,pca,ica,untrained
-# The paper does not state its L, and these rows move with it: a score reads against rows at its own L.
-MEASURED = {
-    16: {"VAE untrained": 47.93, "raw pixels": 40.58, "PCA": 88.04},
-    64: {"VAE untrained": 69.76, "raw pixels": 62.68, "PCA": 96.11},
-}
-IN_CONTEXT = ("β-VAE (β = 4)", "VAE (β = 1)", "VAE untrained", "raw pixels")  # the paper's rows printed beside a score
+PROGRESS_SECONDS = 10.0  # a long phase reports at least this often, where asked to
 
 Codes = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+Encoder = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 Progress = Callable[[str], None] | None  # where a long phase reports, one whole line at a time
 
 
-def encode_all(encode: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str | None = None,
-               batch_size: int = 8192, progress: Progress = None) -> torch.Tensor:
-    """Render and encode the whole set once: (737280, D) float32 on the CPU, row i = image i.
-
-    `encode` maps images (B, 1, 64, 64) on `device` to codes (B, D), e.g.
-    `lambda x: model.encode(x)[0]` for the encoder mean μ. With `progress`, a line
-    "encoded N of 737,280 images (T s)" goes to it every runs.PROGRESS_SECONDS.
-    """
-    device = torch.device(device or "cpu")
-    buffer = torch.empty(batch_size, 1, 64, 64, device=device)
-    chunks = []
-    ticker = Every()
-    with torch.inference_mode():
-        for start in range(0, shapes.N_IMAGES, batch_size):
-            index = torch.arange(start, min(start + batch_size, shapes.N_IMAGES), device=device)
-            x = shapes.render(shapes.index_to_classes(index), out=buffer[:len(index)])  # (B, 1, 64, 64)
-            chunks.append(encode(x).float().cpu())
-            if progress is not None and ticker.due():
-                progress(f"encoded {start + len(index):,} of {shapes.N_IMAGES:,} images ({ticker.elapsed():.0f} s)")
-    return torch.cat(chunks)
+def disentanglement_score(codes: Codes, *, L: int = DEFAULT_L, n_train: int = DEFAULT_N_TRAIN,
+                          n_test: int = DEFAULT_N_TEST, factors: tuple[int, ...] = PAPER_FACTORS,
+                          seed: int = 0, steps: int = CLASSIFIER_STEPS, lr: float = CLASSIFIER_LR,
+                          optimizer: str = CLASSIFIER, progress: Progress = None) -> float:
+    """The β-VAE metric (Sec. 3, A.4): accuracy of a linear classifier predicting y from z_diff."""
+    g = torch.Generator().manual_seed(seed)
+    x_train, y_train = z_diff_points(codes, n_train, L, factors, g, progress=progress)
+    x_test, y_test = z_diff_points(codes, n_test, L, factors, g, progress=progress)
+    label = {f: k for k, f in enumerate(factors)}  # factor id -> class of the classifier
+    relabel = lambda y: torch.tensor([label[int(f)] for f in y])  # noqa: E731
+    return fit_linear_classifier(x_train, relabel(y_train), x_test, relabel(y_test), len(factors),
+                                 steps, lr, seed, optimizer)
 
 
-def model_encoder(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The representation the metrics read: the encoder mean μ (Sec. 3) of the binary shapes.
-
-    A β-VAE's through `binary_mu` where it is fc; DC-IGN and InfoGAN (baselines.py) give their own `encode_mu`.
-    """
-    if isinstance(model, BetaVAE):
-        return (lambda x: binary_mu(model, x)) if model.config["arch"] == "fc" else (lambda x: model.encode(x)[0])
-    return model.encode_mu
-
-
-def binary_mu(model: BetaVAE, x: torch.Tensor) -> torch.Tensor:
-    """mu (B, M) of the fc encoder for binary images x (B, 1, 64, 64), equal to model.encode(x)[0] up to rounding.
-
-    A binary image's first layer is the sum of the weight columns of its on pixels (4 % of them
-    on 2D shapes), so an embedding-bag sum replaces the dense 4096×1200 matmul: 2x faster on a CPU.
-    """
-    first = model.encoder[1]
-    rows, cols = x.flatten(1).nonzero(as_tuple=True)  # the on pixels
-    offsets = torch.zeros(len(x), dtype=torch.long, device=x.device)
-    offsets[1:] = torch.bincount(rows, minlength=len(x))[:-1].cumsum(0)
-    table = first.weight.t().contiguous()  # (4096, 1200): a strided table is 20x slower
-    h = nn.functional.embedding_bag(cols, table, offsets, mode="sum") + first.bias  # (B, 1200)
-    return model.encoder[2:](h).chunk(2, dim=1)[0]
-
-
-def codes_path(checkpoint: str) -> Path:
-    """Where a checkpoint's codes are cached: <stem>.codes.pt beside it."""
-    path = Path(checkpoint)
-    return path.with_name(f"{path.stem}.codes.pt")
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's weights (names, dtypes, shapes, bytes): what its codes depend on.
-
-    The weights, not the file: a checkpoint rewritten after it was loaded cannot be paired
-    with the codes of the weights that were encoded, and optimizer state does not matter.
-    """
-    h = hashlib.sha256(f"{type(model).__name__} mu binary".encode())
-    for name, t in model.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def checkpoint_codes(path: str, model: torch.nn.Module, device: torch.device | str | None = None,
-                     cache: bool = True, batch_size: int = 8192, progress: Progress = None) -> torch.Tensor:
-    """The codes μ (737280, M) of the model loaded from checkpoint `path`: encoded once, then cached.
-
-    The cache, <stem>.codes.pt beside the checkpoint, holds the codes and the digest of the
-    weights they came from; it is read when the digest matches and rebuilt when it does not.
-    A cache that cannot be written is skipped with a note. `cache=False` neither reads nor writes.
-    """
-    say = progress or (lambda line: None)
-    encode = model_encoder(model)
-    if not cache:
-        return encode_all(encode, device, batch_size, progress)
-    target, digest, t = codes_path(path), weights_digest(model), time.perf_counter()
-    try:
-        saved = torch.load(target, map_location="cpu", weights_only=True)
-        if isinstance(saved, dict) and saved.get("weights_sha256") == digest and is_code_table(saved.get("codes"), encode):
-            say(f"codes of {path}: read from {target} ({time.perf_counter() - t:.1f} s)")
-            return saved["codes"]
-        say(f"codes of {path}: {target} is of other weights or not a table of their codes; encoding again")
-    except FileNotFoundError:
-        pass
-    except Exception as e:  # torch raises many types for a corrupt file: encode again and replace it
-        say(f"codes of {path}: {target} is unreadable ({e.__class__.__name__}); encoding again")
-    say(f"codes of {path}: encoding all {shapes.N_IMAGES:,} images (cached in {target} for next time)")
-    codes = encode_all(encode, device, batch_size, progress)
-    try:
-        write_atomically(str(target), lambda f: torch.save({"weights_sha256": digest, "codes": codes}, f))
-    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError on a full disk
-        say(f"codes of {path}: not cached ({str(e).splitlines()[0]})")
-    return codes
-
-
-def is_code_table(codes, encode: Callable[[torch.Tensor], torch.Tensor]) -> bool:
-    """Whether a cached `codes` can be the table encode_all gives: finite floats, a row per image, a
-    column per code (the width that `encode` gives one image)."""
-    if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or not codes.is_floating_point():
-        return False
-    with torch.inference_mode():
-        width = encode(shapes.render(shapes.index_to_classes(torch.zeros(1, dtype=torch.long)))).shape[1]
-    return codes.shape == (shapes.N_IMAGES, width) and bool(torch.isfinite(codes).all())
+def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...], generator: torch.Generator,
+                  batch: int = 1000, progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n points of Sec. 3: the mean over L pairs of |z1 − z2| (n, D), and the fixed factor y (n,)."""
+    y = torch.tensor(factors)[torch.randint(len(factors), (n,), generator=generator)]  # (n,)
+    v1 = shapes.sample_factors(n * L, generator).view(n, L, 5)
+    v2 = shapes.sample_factors(n * L, generator).view(n, L, 5)
+    fixed = torch.nn.functional.one_hot(y, 5).bool()[:, None, :].expand(n, L, 5)
+    v2 = torch.where(fixed, v1, v2)  # the pair agrees on factor y
+    i1, i2 = shapes.classes_to_index(v1), shapes.classes_to_index(v2)  # (n, L)
+    z_diff, start = [], time.perf_counter()
+    last = start
+    for s in range(0, n, batch):  # bounded memory for wide codes such as raw pixels
+        z1 = lookup(codes, i1[s:s + batch].reshape(-1)).float()  # (b·L, D)
+        z2 = lookup(codes, i2[s:s + batch].reshape(-1)).float()
+        z_diff.append((z1 - z2).abs().view(-1, L, z1.shape[1]).mean(1))  # Eq. 5: (b, D)
+        if progress is not None and time.perf_counter() - last >= PROGRESS_SECONDS:  # codes rendered on demand are slow
+            last = time.perf_counter()
+            progress(f"  z_diff of {min(s + batch, n):,} of {n:,} points ({last - start:.0f} s)")
+    return torch.cat(z_diff), y
 
 
 def lookup(codes: Codes, index: torch.Tensor) -> torch.Tensor:
@@ -254,38 +146,82 @@ def fit_linear_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_test: 
         return (linear(x_test).argmax(1) == y_test).float().mean().item()
 
 
-def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...], generator: torch.Generator,
-                  batch: int = 1000, progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points of Sec. 3: the mean over L pairs of |z1 − z2| (n, D), and the fixed factor y (n,)."""
-    y = torch.tensor(factors)[torch.randint(len(factors), (n,), generator=generator)]  # (n,)
-    v1 = shapes.sample_factors(n * L, generator).view(n, L, 5)
-    v2 = shapes.sample_factors(n * L, generator).view(n, L, 5)
-    fixed = torch.nn.functional.one_hot(y, 5).bool()[:, None, :].expand(n, L, 5)
-    v2 = torch.where(fixed, v1, v2)  # the pair agrees on factor y
-    i1, i2 = shapes.classes_to_index(v1), shapes.classes_to_index(v2)  # (n, L)
-    z_diff = []
-    ticker = Every()
-    for s in range(0, n, batch):  # bounded memory for wide codes such as raw pixels
-        z1 = lookup(codes, i1[s:s + batch].reshape(-1)).float()  # (b·L, D)
-        z2 = lookup(codes, i2[s:s + batch].reshape(-1)).float()
-        z_diff.append((z1 - z2).abs().view(-1, L, z1.shape[1]).mean(1))  # Eq. 5: (b, D)
-        if progress is not None and ticker.due():  # codes rendered on demand are slow
-            progress(f"  z_diff of {min(s + batch, n):,} of {n:,} points ({ticker.elapsed():.0f} s)")
-    return torch.cat(z_diff), y
+# ---------------------------------------------------------------- the representation of an encoder: its mean μ for every image
+
+def encode_all(encoder: Encoder, device: torch.device | str | None = None, batch_size: int = 8192,
+               progress: Progress = None) -> torch.Tensor:
+    """Render and encode the whole set once: (737280, D) float32 on the CPU, row i = image i.
+
+    `encoder` is a module with `encode(x) -> (mu, logvar)`, or a callable from images
+    (B, 1, 64, 64) on `device` to codes (B, D) (`model_encoder`). With `progress`, a line
+    "encoded N of 737,280 images (T s)" goes to it every PROGRESS_SECONDS.
+    """
+    encode, device = model_encoder(encoder), torch.device(device or "cpu")
+    buffer = torch.empty(batch_size, 1, 64, 64, device=device)
+    chunks, started = [], time.perf_counter()
+    last = started
+    with torch.inference_mode():
+        for start in range(0, shapes.N_IMAGES, batch_size):
+            index = torch.arange(start, min(start + batch_size, shapes.N_IMAGES), device=device)
+            x = shapes.render(shapes.index_to_classes(index), out=buffer[:len(index)])  # (B, 1, 64, 64)
+            chunks.append(encode(x).float().cpu())
+            if progress is not None and time.perf_counter() - last >= PROGRESS_SECONDS:
+                last = time.perf_counter()
+                progress(f"encoded {start + len(index):,} of {shapes.N_IMAGES:,} images ({last - started:.0f} s)")
+    return torch.cat(chunks)
 
 
-def disentanglement_score(codes: Codes, *, L: int = DEFAULT_L, n_train: int = DEFAULT_N_TRAIN,
-                          n_test: int = DEFAULT_N_TEST, factors: tuple[int, ...] = PAPER_FACTORS,
-                          seed: int = 0, steps: int = CLASSIFIER_STEPS, lr: float = CLASSIFIER_LR,
-                          optimizer: str = CLASSIFIER, progress: Progress = None) -> float:
-    """The β-VAE metric (Sec. 3, A.4): accuracy of a linear classifier predicting y from z_diff."""
-    g = torch.Generator().manual_seed(seed)
-    x_train, y_train = z_diff_points(codes, n_train, L, factors, g, progress=progress)
-    x_test, y_test = z_diff_points(codes, n_test, L, factors, g, progress=progress)
-    label = {f: k for k, f in enumerate(factors)}  # factor id -> class of the classifier
-    relabel = lambda y: torch.tensor([label[int(f)] for f in y])  # noqa: E731
-    return fit_linear_classifier(x_train, relabel(y_train), x_test, relabel(y_test), len(factors),
-                                 steps, lr, seed, optimizer)
+def rendered_codes(encoder: Encoder, device: torch.device | str | None = None) -> Codes:
+    """Codes by index that render and encode only the images asked for: the metric of a model on
+    reduced settings without encoding all 737,280 images, e.g.
+    `disentanglement_score(rendered_codes(my_encoder), n_train=1000, n_test=500)`."""
+    encode, device = model_encoder(encoder), torch.device(device or "cpu")
+
+    def codes(index: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return encode(shapes.render(shapes.index_to_classes(index.to(device)))).float().cpu()  # (N, D)
+    return codes
+
+
+def model_encoder(encoder: Encoder) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The representation the metrics read (Sec. 3), as a function images (B, 1, 64, 64) -> (B, D).
+
+    The contract: a module with `encode(x) -> (mu, logvar)` gives its mean mu, the encoder mean
+    of a VAE (model.py's fc β-VAE through `binary_mu`: the same numbers, faster); any other
+    callable is taken as images -> mu itself.
+    """
+    if is_fc_vae(encoder):
+        return lambda x: binary_mu(encoder, x)
+    if callable(getattr(encoder, "encode", None)):
+        return lambda x: encoder.encode(x)[0]
+    if callable(encoder):
+        return encoder
+    raise TypeError(f"an encoder is a callable images -> mu or a module with encode(x) -> (mu, logvar), "
+                    f"not {type(encoder).__name__}")
+
+
+def is_fc_vae(model) -> bool:
+    """Whether `model` is model.py's fc β-VAE, known by its parts (not by importing its class, which a
+    project's own model.py may name too): config arch "fc", encoder Flatten, Linear(4096, ·), ..."""
+    config, layers = getattr(model, "config", None), getattr(model, "encoder", None)
+    return (isinstance(config, dict) and config.get("arch") == "fc" and isinstance(layers, nn.Sequential)
+            and len(layers) > 2 and isinstance(layers[0], nn.Flatten) and isinstance(layers[1], nn.Linear)
+            and layers[1].in_features == 64 * 64)
+
+
+def binary_mu(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """mu (B, M) of the fc encoder for binary images x (B, 1, 64, 64), equal to model.encode(x)[0] up to rounding.
+
+    A binary image's first layer is the sum of the weight columns of its on pixels (4 % of them
+    on 2D shapes), so an embedding-bag sum replaces the dense 4096×1200 matmul.
+    """
+    first = model.encoder[1]
+    rows, cols = x.flatten(1).nonzero(as_tuple=True)  # the on pixels
+    offsets = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    offsets[1:] = torch.bincount(rows, minlength=len(x))[:-1].cumsum(0)
+    table = first.weight.t().contiguous()  # (4096, 1200): a strided table is far slower
+    h = nn.functional.embedding_bag(cols, table, offsets, mode="sum") + first.bias  # (B, 1200)
+    return model.encoder[2:](h).chunk(2, dim=1)[0]
 
 
 def training_score(model: nn.Module, device: torch.device) -> float:
@@ -296,10 +232,29 @@ def training_score(model: nn.Module, device: torch.device) -> float:
     # draws from its own, and the fork leaves the global state to the caller as it was.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
-            codes = encode_all(model_encoder(model), device, progress=lambda line: say(f"  scoring: {line}"))
+            codes = encode_all(model, device, progress=lambda line: say(f"  scoring: {line}"))
             return disentanglement_score(codes)
         finally:
             model.train()
+
+
+def say(line: str) -> None:
+    """metric.py's output: whole lines at once, so that a log file shows each as it comes."""
+    print(line, flush=True)
+
+
+# ---------------------------------------------------------------- A.4: replicas and classifier seeds; A.5: each factor from z
+
+def mean_std(scores: list[float]) -> tuple[float, float]:
+    """Mean and (population) standard deviation: the ± of every table."""
+    mean = sum(scores) / len(scores)
+    return mean, math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+
+
+def a4_protocol(scores: list[float]) -> tuple[float, float, list[float]]:
+    """A.4: drop the bottom half of the scores; mean and std of the rest (and the kept scores)."""
+    kept = sorted(scores, reverse=True)[:max(1, math.ceil(len(scores) / 2))]
+    return *mean_std(kept), kept
 
 
 def factor_classification(codes: Codes, *, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST,
@@ -313,6 +268,12 @@ def factor_classification(codes: Codes, *, n_train: int = DEFAULT_N_TRAIN, n_tes
     return {name: fit_linear_classifier(z[:n_train], classes[:n_train, f], z[n_train:], classes[n_train:, f],
                                         shapes.FACTOR_SIZES[f], steps, lr, seed, optimizer)
             for f, name in enumerate(shapes.FACTOR_NAMES)}
+
+
+# ---------------------------------------------------------------- other metrics: MIG (Chen et al. 2018), the FactorVAE metric (Kim & Mnih 2018)
+
+# disentanglement_lib's settings (--dlib): MIG and FactorVAE's pruning read 10,000 images.
+DLIB_IMAGES = 10000
 
 
 def mig(codes: torch.Tensor, bins: int = 20, n_images: int | None = None, seed: int = 0) -> float:
@@ -402,176 +363,96 @@ def factor_vae_score(codes: torch.Tensor, *, L: int = 64, n_train: int = 10000, 
     return (counts.argmax(1)[d_test] == k_test).float().mean().item()
 
 
-def mean_std(scores: list[float]) -> tuple[float, float]:
-    """Mean and (population) standard deviation: the ± of every table."""
-    mean = sum(scores) / len(scores)
-    return mean, math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+# ---------------------------------------------------------------- the cache: a checkpoint's codes, encoded once, beside it
+
+def codes_path(checkpoint: str) -> Path:
+    """Where a checkpoint's codes are cached: <stem>.codes.pt beside it."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.codes.pt")
 
 
-def a4_protocol(scores: list[float]) -> tuple[float, float, list[float]]:
-    """A.4: drop the bottom half of the scores; mean and std of the rest (and the kept scores)."""
-    kept = sorted(scores, reverse=True)[:max(1, math.ceil(len(scores) / 2))]
-    return *mean_std(kept), kept
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's weights (names, dtypes, shapes, bytes): what its codes depend on.
 
-
-# Which latent carries which factor (issue 20): pure functions of the codes μ (737280, M) of all images
-# (and of each latent's mean KL, where "active" matters), returning numbers; metric.py --latents prints them.
-
-
-FACTOR_ENTROPY = torch.tensor(shapes.FACTOR_SIZES, dtype=torch.float64).log()  # H(v_k) over the whole set: log |v_k|
-POSITION = (3, 4)  # posX, posY in the factor order of shapes.FACTOR_NAMES
-PROBE_IMAGES = 4096  # the fixed batch of the per-latent KL and of the rotation probe's Eq. 4
-ROTATION_ANGLES = (0, 15, 30, 45, 60, 75, 90)  # θ in degrees; 90° swaps the pair (and flips a sign)
-ROTATION_L = (16, 64)  # the metric's L in the rotation sweep: 16 reads rotations, 64 saturates (README)
-
-
-def latent_factors(mi: torch.Tensor) -> list[tuple[int, float]]:
-    """For each latent, the factor it follows and how purely, from its mutual information `mi` (M, 5)
-    in nats with each factor over all images (`mutual_information`).
-
-    The factor is the one of largest I(z_d; v_k) / H(v_k): the largest share of a factor's entropy.
-    Purity is I(z_d; v_k) / Σ_k' I(z_d; v_k'): the share of what the latent tells about the factors
-    that is about that one. The factors are independent on the full grid, so a function of one factor
-    alone has purity 1 exactly, and a latent that follows area (scale mixed with shape) has less.
+    The weights, not the file: a checkpoint rewritten after it was loaded cannot be paired
+    with the codes of the weights that were encoded, and optimizer state does not matter.
     """
-    factor = (mi / FACTOR_ENTROPY).argmax(1)  # (M,)
-    total = mi.sum(1).clamp_min(1e-12)  # a constant latent: purity 0, not 0/0
-    return [(int(k), (mi[d, k] / total[d]).item()) for d, k in enumerate(factor)]
+    h = hashlib.sha256(f"{type(model).__name__} mu binary".encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name} {t.dtype} {tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
-def position_pair(mi: torch.Tensor, kl: torch.Tensor) -> tuple[int, int] | None:
-    """The two active latents (mean KL above loss.ACTIVE_KL) that carry position: those of largest
-    I(z_d; posX) / H(posX) + I(z_d; posY) / H(posY), as (the more posX one, the more posY one);
-    None with fewer than two active latents. A sum, so that a pair turned by 45° is still found."""
-    if int((kl > objective.ACTIVE_KL).sum()) < 2:
-        return None
-    normalised = (mi / FACTOR_ENTROPY)[:, POSITION]  # (M, 2)
-    position = torch.where(kl > objective.ACTIVE_KL, normalised.sum(1), torch.tensor(-1.0, dtype=torch.float64))  # (M,)
-    a, b = position.topk(2).indices.tolist()
-    x_minus_y = normalised[:, 0] - normalised[:, 1]
-    return (a, b) if x_minus_y[a] >= x_minus_y[b] else (b, a)
+def checkpoint_codes(path: str, model: torch.nn.Module, device: torch.device | str | None = None,
+                     cache: bool = True, batch_size: int = 8192, progress: Progress = None) -> torch.Tensor:
+    """The codes μ (737280, M) of the model loaded from checkpoint `path`: encoded once, then cached.
 
-
-def position_angle(codes: torch.Tensor, a: int, b: int) -> float:
-    """The angle in degrees, 0 to 45, between the plane of latents (a, b) and the true (posX, posY) axes.
-
-    Definition: fit z = W p + c by least squares over all images, where z = (μ_a, μ_b) and
-    p = (posX, posY) as class indices (the same grid step on both axes); W is the 2×2 map from position
-    to the two latents. Its polar decomposition W = R S (R orthogonal, S symmetric positive, from the
-    SVD W = U Σ Vᵀ: R = U Vᵀ) separates the turn R from the latents' own scales and any shear S.
-    R's first column is (cos φ, sin φ): R is the rotation by φ, or that rotation with the sign of
-    latent b flipped. Aligned latents follow one factor each, in either order and with either sign,
-    so R counts modulo those signed permutations, which take φ to ±φ + k·90°: the angle is
-    min(φ mod 90°, 90° − φ mod 90°). 0° = each latent follows one position factor; 45° = each follows
-    posX ± posY equally: fully mixed. Turning the pair by θ with `rotate_codes` moves the angle by θ
-    (then folded), whatever the latents' scales and signs.
+    The cache, <stem>.codes.pt beside the checkpoint, holds the codes and the digest of the
+    weights they came from; it is read when the digest matches and rebuilt when it does not.
+    A cache that cannot be written is skipped with a note. `cache=False` neither reads nor writes.
     """
-    classes = shapes.index_to_classes(torch.arange(len(codes)))  # (N, 5): codes are in DeepMind order
-    p = classes[:, POSITION].double()
-    z = codes[:, [a, b]].double()  # (N, 2)
-    p, z = p - p.mean(0), z - z.mean(0)
-    W = torch.linalg.lstsq(p, z).solution.T  # (2, 2): z ≈ W p
-    U, _, Vh = torch.linalg.svd(W)
-    R = U @ Vh
-    phi = math.degrees(math.atan2(R[1, 0].item(), R[0, 0].item())) % 90.0
-    return min(phi, 90.0 - phi)
+    say = progress or (lambda line: None)
+    encode = model_encoder(model)
+    if not cache:
+        return encode_all(encode, device, batch_size, progress)
+    target, digest, t = codes_path(path), weights_digest(model), time.perf_counter()
+    try:
+        saved = torch.load(target, map_location="cpu", weights_only=True)
+        if isinstance(saved, dict) and saved.get("weights_sha256") == digest and is_code_table(saved.get("codes"), encode):
+            say(f"codes of {path}: read from {target} ({time.perf_counter() - t:.1f} s)")
+            return saved["codes"]
+        say(f"codes of {path}: {target} is of other weights or not a table of their codes; encoding again")
+    except FileNotFoundError:
+        pass
+    except Exception as e:  # torch raises many types for a corrupt file: encode again and replace it
+        say(f"codes of {path}: {target} is unreadable ({e.__class__.__name__}); encoding again")
+    say(f"codes of {path}: encoding all {shapes.N_IMAGES:,} images (cached in {target} for next time)")
+    codes = encode_all(encode, device, batch_size, progress)
+    from runs import write_atomically  # the run's machinery: a crash never leaves half a cache
+    try:
+        write_atomically(str(target), lambda f: torch.save({"weights_sha256": digest, "codes": codes}, f))
+    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError on a full disk
+        say(f"codes of {path}: not cached ({str(e).splitlines()[0]})")
+    return codes
 
 
-def latent_summary(codes: torch.Tensor, kl: torch.Tensor, bins: int = 20) -> dict:
-    """The per-latent view of a model as numbers: from its codes μ (737280, M) of all images and
-    each latent's mean KL (M,) in nats.
-
-    Returns kl (M,), active (the latents of KL above ACTIVE_KL), nmi (M, 5): I(z_d; v_k) / H(v_k),
-    factor and purity of each latent (`latent_factors`), pair (the position latents, or None),
-    angle (`position_angle` of the pair, or None) and mig.
-    """
-    classes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))  # (N, 5)
-    mi = mutual_information(codes, classes, bins)  # (M, 5)
-    pair = position_pair(mi, kl)
-    factors = latent_factors(mi)
-    return {"kl": kl.tolist(), "active": [d for d in range(len(kl)) if kl[d] > objective.ACTIVE_KL],
-            "nmi": mi / FACTOR_ENTROPY, "factor": [f for f, _ in factors], "purity": [p for _, p in factors],
-            "pair": pair, "angle": None if pair is None else position_angle(codes, *pair),
-            "mig": mig(codes, bins)}
-
-
-# The objective's blind spot (issue 20): two latents turned by θ are an exact change of coordinates of
-# the model, which Eq. 4 barely sees where the two posterior variances are equal, and the metric reads.
-
-def rotation(theta: float) -> torch.Tensor:
-    """R(θ) (2, 2) for θ in degrees: turns a pair of coordinates counter-clockwise."""
-    c, s = math.cos(math.radians(theta)), math.sin(math.radians(theta))
-    return torch.tensor([[c, -s], [s, c]])
-
-
-def rotate_codes(codes: torch.Tensor, i: int, j: int, theta: float) -> torch.Tensor:
-    """Codes (N, M) with latents (i, j) turned by R(θ): (z_i, z_j) -> R (z_i, z_j), the rest as they are."""
-    turned = codes.clone()
-    turned[:, [i, j]] = codes[:, [i, j]] @ rotation(theta).T.to(codes)  # rows: z R^T = (R z)^T
-    return turned
-
-
-def rotate_latents(model: torch.nn.Module, i: int, j: int, theta: float,
-                   turn_variance: bool = False) -> torch.nn.Module:
-    """A copy of `model` (a BetaVAE) whose latents (i, j) are `model`'s turned by R(θ): an exact
-    change of coordinates of the codes μ and of the decoder.
-
-    The encoder's last Linear gives (μ, logvar) (2M outputs): its μ rows i and j become R times
-    them, so μ' = R μ on the pair; the logvar rows M + i, M + j stay. The decoder's first Linear
-    gets columns W' = W Rᵀ on the pair, so W' R z = W z: decode'(R z) = decode(z) for every z.
-    In Eq. 4 the KL is unchanged (|R μ| = |μ|, σ unchanged); the reconstruction term is unchanged
-    in expectation where σ_i = σ_j, since then z' = R μ + σ ε = R (μ + σ Rᵀ ε) and Rᵀ ε ~ N(0, I) like ε.
-    Where σ_i ≠ σ_j no diagonal posterior is a change of coordinates; with `turn_variance` each
-    variance turns with its mean as far as the linear head allows: logvar'_i = cos²θ logvar_i +
-    sin²θ logvar_j, logvar'_j = sin²θ logvar_i + cos²θ logvar_j, so that 90° is an exact relabelling
-    (the pair swapped, one sign flipped) of the whole posterior.
-    """
-    turned = copy.deepcopy(model)
-    head, first = turned.encoder[-1], turned.decoder[0]  # Linear(H, 2M), Linear(M, H)
-    R = rotation(theta).to(head.weight)
-    logvar = [turned.latents + i, turned.latents + j]
-    mix = R.square()  # [[cos², sin²], [sin², cos²]]
-    with torch.no_grad():
-        head.weight[[i, j]] = R @ head.weight[[i, j]]  # (2, H)
-        head.bias[[i, j]] = R @ head.bias[[i, j]]
-        if turn_variance:
-            head.weight[logvar] = mix @ head.weight[logvar]  # (2, H)
-            head.bias[logvar] = mix @ head.bias[logvar]
-        first.weight[:, [i, j]] = first.weight[:, [i, j]] @ R.T  # (H, 2)
-    return turned
-
-
-def probe_batch(latents: int, n: int = PROBE_IMAGES, seed: int = 0,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed batch: n images drawn uniformly (B, 1, 64, 64) and fixed noise ε (B, M) ~ N(0, I)."""
-    g = torch.Generator().manual_seed(seed)
-    x = shapes.render(shapes.index_to_classes(torch.randint(shapes.N_IMAGES, (n,), generator=g)))
-    return x.to(device), torch.randn(n, latents, generator=g).to(device)
-
-
-def objective_on_batch(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tensor, beta: float,
-                       likelihood: str = "bernoulli") -> dict[str, torch.Tensor]:
-    """Eq. 4's negative and its parts (loss.beta_vae_loss) on images x with the noise ε (B, M) given."""
+def is_code_table(codes, encode: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """Whether a cached `codes` can be the table encode_all gives: finite floats, a row per image, a
+    column per code (the width that `encode` gives one image)."""
+    if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or not codes.is_floating_point():
+        return False
     with torch.inference_mode():
-        mu, logvar = model.encode(x)  # (B, M)
-        z = mu + eps * (0.5 * logvar).exp()  # the reparameterisation trick, with this ε
-        return objective.beta_vae_loss(model.decode(z).float(), x, mu.float(), logvar.float(), beta, likelihood)
+        width = encode(shapes.render(shapes.index_to_classes(torch.zeros(1, dtype=torch.long)))).shape[1]
+    return codes.shape == (shapes.N_IMAGES, width) and bool(torch.isfinite(codes).all())
 
 
-def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int, int], theta: float,
-                   x: torch.Tensor, eps: torch.Tensor, beta: float, likelihood: str = "bernoulli",
-                   Ls: tuple[int, ...] = ROTATION_L, **score) -> dict[str, float]:
-    """One angle of the sweep: the model with latents `pair` turned by θ (`rotate_latents`), its Eq. 4
-    on the fixed batch x with the fixed noise ε (loss, recon, kl; loss_turned: with the variances
-    turned too), and its codes (the original codes turned: the μ head is linear, so this is exact)
-    scored: position angle of the pair and the disentanglement score at each L (`score`:
-    disentanglement_score's other settings)."""
-    parts = objective_on_batch(rotate_latents(model, *pair, theta), x, eps, beta, likelihood)
-    along = objective_on_batch(rotate_latents(model, *pair, theta, turn_variance=True), x, eps, beta, likelihood)
-    turned = rotate_codes(codes, *pair, theta)
-    return {"theta": theta, **{k: parts[k].item() for k in ("loss", "recon", "kl")},
-            "loss_turned": along["loss"].item(), "angle": position_angle(turned, *pair),
-            **{f"score_L{L}": disentanglement_score(turned, L=L, **score) for L in Ls}}
+# ---------------------------------------------------------------- the command line
+
+# disentanglement_lib's β-VAE metric fixes one of all five factors (shape included) with L = 64.
+DLIB_L = 64
+
+# Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
+PAPER = {
+    "ground truth": (100.0, None),
+    "raw pixels": (45.75, 0.8),
+    "PCA": (84.9, 0.4),
+    "ICA": (42.03, 10.6),
+    "DC-IGN": (99.3, 0.1),
+    "InfoGAN": (73.5, 0.9),
+    "VAE untrained": (44.14, 2.5),
+    "VAE (β = 1)": (61.58, 0.5),
+    "β-VAE (β = 4)": (99.23, 0.1),
+}
+# The training-free rows as this code scores them (%, A.4 mean) at the L they were measured at, with
+#   python baselines.py --table --a4 --L 16 64 --rows gt,pixels,pca,ica,untrained
+# The paper does not state its L, and these rows move with it: a score reads against rows at its own L.
+MEASURED = {
+    16: {"VAE untrained": 47.93, "raw pixels": 40.58, "PCA": 88.04},
+    64: {"VAE untrained": 69.76, "raw pixels": 62.68, "PCA": 96.11},
+}
+IN_CONTEXT = ("β-VAE (β = 4)", "VAE (β = 1)", "VAE untrained", "raw pixels")  # the paper's rows printed beside a score
 
 
 def classifier_description(classifier: str = CLASSIFIER, steps: int = CLASSIFIER_STEPS,
@@ -584,6 +465,8 @@ def classifier_description(classifier: str = CLASSIFIER, steps: int = CLASSIFIER
 
 def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
     """A checkpoint's model, if it was trained on 2D shapes; UsageError with a clear reason if not."""
+    from model import load_checkpoint
+    from runs import UsageError
     model, config = load_checkpoint(path, device)
     if config.get("dataset") not in ("shapes", "dsprites") or config.get("channels", 1) != 1:
         raise UsageError(f"{path} is a model of {config.get('dataset')!r} images, not of 2D shapes")
@@ -604,6 +487,8 @@ def in_context(L: int, factors: tuple[int, ...]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from replicas import PROBE_IMAGES, ROTATION_ANGLES, ROTATION_L
+    from runs import positive_float, positive_int, seed_arg
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("checkpoints", nargs="+", help="train.py checkpoints of 2D-shapes models")
@@ -638,90 +523,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def say(line: str) -> None:
-    """metric.py's output: whole lines at once, so that a log file shows each as it comes."""
-    print(line, flush=True)
-
-
-def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
-                      n_images: int, device: torch.device) -> None:
-    """--latents: each latent's mean KL, its normalised mutual information with each factor (an aligned
-    latents × factors table), the factor it follows and how purely, the position angle and MIG."""
-    say(f"{path}: per-latent view: KL and recon on {n_images:,} fixed images, mutual information "
-        f"I(z; v) / H(v) over all {shapes.N_IMAGES:,} (codes μ in 20 bins)")
-    x, eps = probe_batch(model.latents, n_images, device=device)
-    parts = objective_on_batch(model, x, eps, config["beta"], config.get("likelihood", "bernoulli"))
-    view = latent_summary(codes, parts["kl_per_latent"].cpu())
-    say(f"  active latents {len(view['active'])} of {model.latents} (mean KL > {objective.ACTIVE_KL} nats); "
-        f"KL {parts['kl']:.2f}, recon {parts['recon']:.2f}, Eq. 4 (β = {config['beta']:g}) {parts['loss']:.2f} nats")
-    width = max(map(len, shapes.FACTOR_NAMES))
-    say(f"  {'latent':>6}  {'KL':>6}  " + "  ".join(f"{name:>{width}}" for name in shapes.FACTOR_NAMES)
-        + f"  {'follows':<{width}}  purity")
-    for d, kl in enumerate(view["kl"]):
-        cells = "  ".join(f"{v:>{width}.3f}" for v in view["nmi"][d].tolist())
-        follows = (f"{shapes.FACTOR_NAMES[view['factor'][d]]:<{width}}  {view['purity'][d]:6.2f}"
-                   if d in view["active"] else "(inactive)")
-        say(f"  {d:>6}  {kl:6.2f}  {cells}  {follows}")
-    if view["pair"] is None:
-        say("  position plane: fewer than two active latents")
-    else:
-        a, b = view["pair"]
-        say(f"  position plane: latents {a} and {b} (most position information; the more posX one first), "
-            f"{view['angle']:.1f}° from the (posX, posY) axes (0° aligned, 45° fully mixed)")
-    say(f"  MIG {view['mig']:.3f} (all images); purity: the share of a latent's information about the "
-        f"factors that is about the one it follows")
-
-
-def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor, path: str) -> tuple[int, int]:
-    """The latents that --rotate turns: as given, or the position pair of the per-latent view."""
-    if rotate:
-        return rotate[0], rotate[1]
-    pair = position_pair(mutual_information(codes, shapes.index_to_classes(torch.arange(shapes.N_IMAGES))), kl)
-    if pair is None:
-        raise UsageError(f"{path} has fewer than two active latents: name the pair to turn, --rotate I J")
-    return pair
-
-
-def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
-                         args: argparse.Namespace, device: torch.device, factors: tuple[int, ...]) -> None:
-    """--rotate: Eq. 4 on a fixed batch with fixed noise (variances kept, and turned along) and the
-    score at each L, one line per angle θ."""
-    x, eps = probe_batch(model.latents, args.probe_images, device=device)
-    beta, likelihood = config["beta"], config.get("likelihood", "bernoulli")
-    with torch.inference_mode():
-        mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
-    i, j = rotation_pair(args.rotate, codes, objective.kl_per_latent(mu, logvar).mean(0), path)
-    sigma = (0.5 * logvar[:, [i, j]]).exp().mean(0).tolist()
-    apart = (0.5 * (logvar[:, i] - logvar[:, j])).abs().mean()  # the hypothesis wants 0: one variance for both
-    say(f"{path}: latents {i} and {j} turned by θ (encoder μ rows, decoder first-layer columns: an exact change "
-        f"of coordinates of μ); posterior σ mean {sigma[0]:.3f} and {sigma[1]:.3f}, |log σ_{i} − log σ_{j}| "
-        f"{apart:.2f} per image; Eq. 4 (β = {beta:g}) on {len(x):,} fixed images with fixed noise ε, with logvar "
-        f"kept and turned along; scores at seed {args.seed}, {args.n_train} train points")
-    score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors, seed=args.seed,
-                 steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
-    say(f"  {'θ':>4}  {'Eq. 4':>8}  {'vs 0°':>7}  {'KL':>6}  {'σ turned':>8}  {'vs 0°':>7}  {'angle':>6}  "
-        + "  ".join(f"{f'L = {L}':>7}" for L in ROTATION_L))
-    first = None
-    for theta in ROTATION_ANGLES:
-        row = rotation_probe(model, codes, (i, j), theta, x, eps, beta, likelihood, **score)
-        first = first or row
-        say(f"  {theta:>3}°  {row['loss']:8.2f}  {row['loss'] / first['loss'] - 1:+7.2%}  {row['kl']:6.2f}  "
-            f"{row['loss_turned']:8.2f}  {row['loss_turned'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
-            + "  ".join(f"{row[f'score_L{L}']:7.2%}" for L in ROTATION_L))
-
-
-def check_rotate(rotate: list[int] | None, models: list[torch.nn.Module], paths: list[str]) -> None:
-    """--rotate's latents, before any work: none (the position pair) or two distinct ones each model has."""
-    if not rotate:
-        return
-    if len(rotate) != 2 or rotate[0] == rotate[1]:
-        raise UsageError(f"--rotate {' '.join(map(str, rotate))}: give two different latents I J, "
-                         f"or none for the position pair")
-    for path, model in zip(paths, models):
-        if not all(0 <= d < model.latents for d in rotate):
-            raise UsageError(f"--rotate {rotate[0]} {rotate[1]}: {path} has latents 0 to {model.latents - 1}")
-
-
 def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace, device: torch.device,
                      factors: tuple[int, ...], seeds: int) -> list[float]:
     """One checkpoint's lines: its scores at `seeds` classifier seeds in context, and with --table2,
@@ -745,15 +546,19 @@ def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace
             f"FactorVAE metric {factor_vae_score(codes, seed=args.seed, dlib=args.dlib):.2%} "
             f"(dimensions pruned below " + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
     if args.latents or args.rotate is not None:
+        import replicas  # the analysis of trained replicas has a file of its own
+        from model import load_checkpoint
         config = load_checkpoint(path)[1]  # β and likelihood of Eq. 4
         if args.latents:
-            print_latent_view(path, model, codes, config, args.probe_images, device)
+            replicas.print_latent_view(path, model, codes, config, args.probe_images, device)
         if args.rotate is not None:
-            print_rotation_sweep(path, model, codes, config, args, device, factors)
+            replicas.print_rotation_sweep(path, model, codes, config, args, device, factors)
     return scores
 
 
 def main() -> None:
+    from replicas import check_rotate
+    from runs import UsageError, cli_errors, pick_device, set_threads
     args = build_parser().parse_args()
     with cli_errors("metric.py"):
         set_threads(args.threads)

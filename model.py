@@ -8,8 +8,9 @@ Two architectures:
 
 The encoder gives the mean `mu` and log-variance `logvar` of q(z|x); the representation that
 the metrics read is `mu` (Sec. 3). `forward` is one pass of the reparameterisation trick.
-`load_checkpoint` rebuilds a trained model from the one dict that train.py saves. Imports only
-runs.py of the project (for its checkpoint reader and error type):
+`load_checkpoint` rebuilds a trained model from the one dict that train.py saves, reading it
+without running code (`torch.load(..., weights_only=True)`); a bad file raises CheckpointError,
+a ValueError whose message is one line. Needs torch alone: it copies into any project.
 
     python -c "import model; print(model.BetaVAE('fc'))"
 """
@@ -17,9 +18,12 @@ runs.py of the project (for its checkpoint reader and error type):
 import torch
 from torch import nn
 
-from runs import UsageError, read_checkpoint
-
 IMAGE_SIZE = 64
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint of a Table 1 network: missing, corrupt, foreign,
+    diverged or of another network. Its message is one line, fit for a CLI's stderr."""
 
 
 class BetaVAE(nn.Module):
@@ -85,26 +89,50 @@ class BetaVAE(nn.Module):
         return self.decode(z), mu, logvar
 
 
+def read_checkpoint(path: str) -> dict:
+    """The raw checkpoint dict that train.py saved; CheckpointError with a clear reason if not.
+
+    Reads with weights_only=True: a checkpoint from a stranger cannot run code.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"no such checkpoint: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
+    except Exception as e:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path} is not a checkpoint of this project (no model and config)")
+    # A diverged run's weights give NaN codes and figures: say so here, before any work is done on them.
+    bad = next((k for k, v in ckpt["model"].items()
+                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise CheckpointError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
+                              f"train again with a smaller --lr")
+    return ckpt
+
+
 def load_checkpoint(path: str, device: torch.device | str | None = None) -> tuple[BetaVAE, dict]:
     """Rebuild a trained model from a train.py checkpoint: (model in eval mode, config)."""
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
     if "baseline" in config:
-        raise UsageError(f"{path} is not a β-VAE but baselines.py's {config['baseline']} model: "
-                         f"score it with python baselines.py --table {path}")
+        raise CheckpointError(f"{path} is not a β-VAE but baselines.py's {config['baseline']} model: "
+                              f"score it with python baselines.py --table {path}")
     check_architecture(config, path)
     model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
     try:
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise UsageError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
     return model.to(device or "cpu").eval(), config
 
 
 def check_architecture(config: dict, path: str) -> None:
-    """A checkpoint's config must name a Table 1 network: UsageError, not a traceback, for one that does not."""
+    """A checkpoint's config must name a Table 1 network: CheckpointError, not a traceback, for one that does not."""
     latents, channels = config.get("latents"), config.get("channels", 1)
     if (config.get("arch") not in ("fc", "conv") or type(latents) is not int or latents <= 0
             or channels not in (1, 3)):
-        raise UsageError(f"{path}: its config names no Table 1 network (arch {config.get('arch')!r}, "
-                         f"latents {latents!r}, channels {channels!r})")
+        raise CheckpointError(f"{path}: its config names no Table 1 network (arch {config.get('arch')!r}, "
+                              f"latents {latents!r}, channels {channels!r})")

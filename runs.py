@@ -1,8 +1,8 @@
 """The run's machinery: what keeps a training run's work safe, out of the way of the paper.
 
 Every other file reads as the paper (Higgins et al., ICLR 2017); the bookkeeping they share
-lives here, and a student may skip this file. It imports nothing of the project, so any script
-may use it. What it guarantees, and the tests in test_all.py that prove it:
+lives here, and a student may skip this file. Of the project it imports only model.py (whose
+checkpoint reader --resume uses), so any script may use it. What it guarantees, and the tests in test_all.py that prove it:
 
   one-line errors    bad input is one line on stderr and exit 1, Ctrl-C before any work exit 130,
                      SIGTERM 143, never a traceback (`cli_errors`); a closed stdout silences the
@@ -10,7 +10,7 @@ may use it. What it guarantees, and the tests in test_all.py that prove it:
                      *_bad_input_* tests, test_a_closed_stdout_never_costs_a_run_its_checkpoint
   safe files         a file is written to a temp file beside it and renamed (`write_atomically`),
                      so a crash leaves the old file whole; a checkpoint is read without running
-                     code (`read_checkpoint`): test_train_failed_save_keeps_the_last_checkpoint...,
+                     code (model.read_checkpoint): test_train_failed_save_keeps_the_last_checkpoint...,
                      test_load_checkpoint_rejects_bad_files
   one run per --out  `claim_out` checks the path, holds an flock, and never replaces a run unless
                      asked (--resume or --overwrite): test_train_refuses_an_existing_out...,
@@ -50,6 +50,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from model import CheckpointError, read_checkpoint
 
 PROGRESS_SECONDS = 10.0  # every long phase of every script prints a line at least this often
 SAVE_MINUTES = 10.0  # a checkpoint at least this often (of training), whatever --save-every says
@@ -272,35 +274,11 @@ def save_checkpoint(path: str, state: dict) -> None:
     write_atomically(path, lambda f: torch.save(state, f))
 
 
-def read_checkpoint(path: str) -> dict:
-    """The raw checkpoint dict that train.py saved; UsageError with a clear reason if not.
-
-    Reads with weights_only=True: a checkpoint from a stranger cannot run code.
-    """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"no such checkpoint: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a folder, not a checkpoint") from None
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise UsageError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("config"), dict):
-        raise UsageError(f"{path} is not a checkpoint of this project (no model and config)")
-    # A diverged run's weights give NaN codes and figures: say so here, before any work is done on them.
-    bad = next((k for k, v in ckpt["model"].items()
-                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
-        raise UsageError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
-                         f"train again with a smaller --lr")
-    return ckpt
-
-
 def read_resume_checkpoint(path: str) -> dict:
     """The checkpoint dict to continue from; UsageError if it is missing or not a training one."""
     try:
         ckpt = read_checkpoint(path)
-    except UsageError as e:
+    except CheckpointError as e:
         raise UsageError(f"--resume: {e}") from None
     if not {"optimizer", "step", "rng"} <= ckpt.keys():
         raise UsageError(f"--resume: {path} is not a train.py checkpoint")

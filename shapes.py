@@ -6,9 +6,11 @@ the simulator Sim(v) of Sec. 2 and 3: `render` draws any factor vector directly,
 so training and the disentanglement metric never need DeepMind's 3 GB array.
 The geometry is fitted to genuine dSprites images (assets/dsprites_sample12.npz): centre,
 sizes, orientation direction and outlines draw each of those 12 images pixel for pixel.
-Beside it, the other sources of training batches: a real dSprites npz (`DSpritesNpz`) and a
-folder of images for the conv network (`ImageFolder`); `make_source` picks one for a run.
-Needs torch, numpy, pillow and runs.py (its safe writer, progress timer and CLI errors).
+The world (the factor grid, `render`, index <-> factors, sampling, `Shapes`) needs torch and
+numpy alone, so this file copies into any project. After it, in a part of its own: the other
+sources of training batches, a real dSprites npz (`DSpritesNpz`) and a folder of images for the
+conv network (`ImageFolder`), `make_source` that picks one for a run, the npz export and the
+command line; these import pillow and runs.py (safe writer, progress timer, CLI errors) where used.
 
     python shapes.py --grid shapes.png      # preview every shape by scale and orientation
     python shapes.py --benchmark            # images/s at batch 64, seconds for all 737,280
@@ -23,15 +25,16 @@ import signal
 import time
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
     signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from runs import Every, UsageError, cli_errors, pick_device, positive_int, set_threads, write_atomically
+if TYPE_CHECKING:  # pillow is imported where files are read, so that the world copies alone
+    from PIL import Image
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "posX", "posY")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -200,6 +203,10 @@ class Shapes:
         return self.render(classes), classes
 
 
+# ================================================================ beyond the world: files, figures, the command line
+# Everything below reads or writes files; pillow and runs.py are imported where they are used, so
+# that the world above copies alone.
+
 def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Read a dSprites npz: uint8 images (N, 64, 64) and int64 classes (N, 5).
 
@@ -256,25 +263,27 @@ class DSpritesNpz:
         return images, self.classes[rows].to(self.device)
 
 
-def open_image(path: Path) -> Image.Image:
-    """pillow's image at `path`, opened lazily; UsageError for a file it cannot or will not read."""
+def open_image(path: Path) -> "Image.Image":
+    """pillow's image at `path`, opened lazily; ValueError for a file it cannot or will not read."""
+    from PIL import Image, UnidentifiedImageError
     try:
         return Image.open(path)
     except Image.DecompressionBombError:  # pillow refuses images far larger than any data set's
-        raise UsageError(f"image {path} is too large to read (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+        raise ValueError(f"image {path} is too large to read (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except (OSError, UnidentifiedImageError):
-        raise UsageError(f"cannot read image {path}") from None
+        raise ValueError(f"cannot read image {path}") from None
 
 
 class ImageFolder:
     """Every image under a folder (CelebA, chairs, faces), resized to 64×64 with pillow, held as uint8 in memory."""
 
     def __init__(self, root: str, device: torch.device | str = "cpu", channels: int | None = None):
+        from PIL import Image, UnidentifiedImageError
         if not Path(root).is_dir():
-            raise UsageError(f"--data {root} is not a folder")
+            raise ValueError(f"--data {root} is not a folder")
         files = sorted(p for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
+            raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}")
         if channels is None:  # grey folders (chairs, faces) stay one channel
             with open_image(files[0]) as first:
                 channels = 1 if first.mode in ("1", "L", "I;16", "I") else 3
@@ -285,7 +294,7 @@ class ImageFolder:
                 try:
                     im = im.convert(mode).resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
                 except (OSError, UnidentifiedImageError):
-                    raise UsageError(f"cannot read image {f}") from None
+                    raise ValueError(f"cannot read image {f}") from None
             images[i] = np.asarray(im).reshape(IMAGE_SIZE, IMAGE_SIZE, channels)
         self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, 64, 64)
         self.channels = channels
@@ -304,12 +313,9 @@ def make_source(config: dict, device: torch.device) -> Shapes | DSpritesNpz | Im
     if config["dataset"] == "shapes":
         return Shapes(device)
     if not config.get("data"):
-        raise UsageError(f"--dataset {config['dataset']} needs --data PATH")
+        raise ValueError(f"--dataset {config['dataset']} needs --data PATH")
     if config["dataset"] == "dsprites":
-        try:
-            return DSpritesNpz(config["data"], device)
-        except ValueError as e:  # not 0/1 images as DeepMind's, or not an npz at all
-            raise UsageError(str(e)) from None
+        return DSpritesNpz(config["data"], device)
     return ImageFolder(config["data"], device, config.get("channels"))
 
 
@@ -337,13 +343,15 @@ def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 655
         np.savez_compressed(ProgressFile(f, f"compressing into {path}"), imgs=imgs, latents_classes=latents_classes,
                             latents_values=latents_values, metadata=np.array(metadata, dtype=object))
 
+    from runs import write_atomically
     write_atomically(path, write)
 
 
 class ProgressFile:
-    """A binary file that prints the MB written every runs.PROGRESS_SECONDS: compressing the whole set takes a minute."""
+    """A binary file that prints the MB written every runs.PROGRESS_SECONDS: compressing the whole set is slow."""
 
     def __init__(self, f, what: str):
+        from runs import Every
         self.f, self.what, self.written, self.ticker = f, what, 0, Every()
 
     def write(self, data) -> int:
@@ -363,6 +371,8 @@ def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str,
     present, (mean IoU, min IoU, images); writes `png`, the `worst` images of lowest IoU
     overlaid, enlarged 3x: on in both white, in the file only red, in ours only cyan.
     """
+    from PIL import Image, ImageDraw
+    from runs import Every
     imgs, classes = load_npz(path)
     iou = torch.empty(len(imgs))  # (N,)
     ticker = Every()
@@ -402,6 +412,7 @@ def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str,
 
 def draw_grid(path: str, orientations: int = 10) -> None:
     """Preview: one block per shape, scales down the rows, orientations across."""
+    from PIL import Image
     o = torch.linspace(0, 39, orientations).round().long()  # (O,)
     rows = []
     for shape in range(3):
@@ -440,6 +451,7 @@ def benchmark(device: torch.device) -> None:
 
 
 def main() -> None:
+    from runs import cli_errors, pick_device, positive_int, set_threads
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="write the whole set to this npz, in DeepMind's layout")

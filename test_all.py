@@ -41,6 +41,7 @@ The paper's claims, and the tests that check them:
 """
 
 import argparse
+import ast
 import base64
 import html
 import importlib
@@ -70,7 +71,9 @@ import loss as objective
 import metric
 import model
 import runs
+import replicas
 import shapes
+import stacked
 import train
 import traverse
 
@@ -420,7 +423,7 @@ def factor_codes(ground_truth: torch.Tensor) -> torch.Tensor:
 
 def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angle(ground_truth):
     codes, kl = factor_codes(ground_truth), torch.tensor([1.0, 1, 1, 1, 1, 1, 0])  # the constant is inactive
-    view = metric.latent_summary(codes, kl)
+    view = replicas.latent_summary(codes, kl)
     assert view["active"] == [0, 1, 2, 3, 4, 5]
     assert view["factor"][:6] == [0, 1, 2, 3, 4, 1] and min(view["purity"][:5]) > 0.999
     assert view["purity"][5] < 0.8  # area follows scale, mixed with shape
@@ -432,13 +435,13 @@ def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angl
     sheared[:, 3:5] = codes[:, 3:5] @ torch.tensor([[2.0, 0.5], [0.5, 1.0]])  # and a symmetric shear S
     for theta, angle in [(30, 30), (45, 45), (60, 30), (90, 0), (100, 10)]:
         for before in (scaled, sheared):
-            turned = metric.rotate_codes(before, 3, 4, theta)
-            assert metric.position_angle(turned, 3, 4) == pytest.approx(angle, abs=1e-4), theta
-    mi = metric.mutual_information(metric.rotate_codes(codes, 3, 4, 45), ground_truth.long())
-    assert set(metric.position_pair(mi, kl)) == {3, 4}  # still found when fully mixed
+            turned = replicas.rotate_codes(before, 3, 4, theta)
+            assert replicas.position_angle(turned, 3, 4) == pytest.approx(angle, abs=1e-4), theta
+    mi = metric.mutual_information(replicas.rotate_codes(codes, 3, 4, 45), ground_truth.long())
+    assert set(replicas.position_pair(mi, kl)) == {3, 4}  # still found when fully mixed
     codes[:, 5] += codes[:, 3]  # area and some posX: not the posY latent
-    assert metric.position_pair(metric.mutual_information(codes, ground_truth.long()), kl) == (3, 4)
-    assert metric.position_pair(mi, torch.tensor([0.0, 0, 0, 1, 0, 0, 0])) is None  # one active latent
+    assert replicas.position_pair(metric.mutual_information(codes, ground_truth.long()), kl) == (3, 4)
+    assert replicas.position_pair(mi, torch.tensor([0.0, 0, 0, 1, 0, 0, 0])) is None  # one active latent
 
 
 def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_score_drops(ground_truth):
@@ -447,33 +450,33 @@ def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_sc
     head, M = net.encoder[-1], net.latents
     with torch.no_grad():  # latents 0 and 1 get one posterior variance: the hypothesis' condition
         head.weight[M + 1], head.bias[M + 1] = head.weight[M], head.bias[M]
-    x, eps = metric.probe_batch(M, n=64)
+    x, eps = replicas.probe_batch(M, n=64)
     z = 2 * torch.randn(64, M)
-    before = metric.objective_on_batch(net, x, eps, 4.0)["loss"].item()
+    before = replicas.objective_on_batch(net, x, eps, 4.0)["loss"].item()
     for theta in (30.0, 45.0):
-        turned = metric.rotate_latents(net, 0, 1, theta)
+        turned = replicas.rotate_latents(net, 0, 1, theta)
         with torch.no_grad():
             (mu, logvar), (mu_r, logvar_r) = net.encode(x), turned.encode(x)
             # exact change of coordinates: μ' = R μ, logvar kept, decode'(R z) = decode(z) for any z
-            assert torch.allclose(mu_r, metric.rotate_codes(mu, 0, 1, theta), atol=1e-6)
+            assert torch.allclose(mu_r, replicas.rotate_codes(mu, 0, 1, theta), atol=1e-6)
             assert torch.equal(logvar_r, logvar)
-            assert torch.allclose(turned.decode(metric.rotate_codes(z, 0, 1, theta)), net.decode(z), atol=1e-5)
+            assert torch.allclose(turned.decode(replicas.rotate_codes(z, 0, 1, theta)), net.decode(z), atol=1e-5)
             assert (turned.decode(z) - net.decode(z)).abs().max() > 0.1  # the decoder does read the pair
         # Eq. 4 with the noise turned too is the same number; with the same noise, within 0.1 %
-        same = metric.objective_on_batch(turned, x, metric.rotate_codes(eps, 0, 1, theta), 4.0)["loss"].item()
+        same = replicas.objective_on_batch(turned, x, replicas.rotate_codes(eps, 0, 1, theta), 4.0)["loss"].item()
         assert same == pytest.approx(before, rel=1e-6)
-        assert metric.objective_on_batch(turned, x, eps, 4.0)["loss"].item() == pytest.approx(before, rel=1e-3)
+        assert replicas.objective_on_batch(turned, x, eps, 4.0)["loss"].item() == pytest.approx(before, rel=1e-3)
         assert turned is not net and torch.equal(net.encode(x)[0], mu)  # the model itself is left alone
     # Latents 2 and 3 have unequal variances: turned by 90° with their variances, a relabelling, Eq. 4 exact
-    relabelled = metric.rotate_latents(net, 2, 3, 90.0, turn_variance=True)
+    relabelled = replicas.rotate_latents(net, 2, 3, 90.0, turn_variance=True)
     with torch.no_grad():
         assert torch.allclose(relabelled.encode(x)[1], logvar[:, [0, 1, 3, 2]], atol=1e-6)
-    same = metric.objective_on_batch(relabelled, x, metric.rotate_codes(eps, 2, 3, 90.0), 4.0)["loss"].item()
+    same = replicas.objective_on_batch(relabelled, x, replicas.rotate_codes(eps, 2, 3, 90.0), 4.0)["loss"].item()
     assert same == pytest.approx(before, rel=1e-6) and not torch.allclose(logvar[:, 2], logvar[:, 3], atol=1e-3)
     # while the metric, reading single latents, loses the position factors turned by 45°
     codes = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
     aligned = metric.disentanglement_score(codes, L=16, **SMALL)
-    assert metric.disentanglement_score(metric.rotate_codes(codes, 3, 4, 45), L=16, **SMALL) < aligned - 0.15
+    assert metric.disentanglement_score(replicas.rotate_codes(codes, 3, 4, 45), L=16, **SMALL) < aligned - 0.15
 
 
 # ---------------------------------------------------------------- latent traversals and response maps: Figs. 1-4, 7 (traverse.py)
@@ -636,6 +639,103 @@ def test_infogan_mutual_information_term_against_a_hand_computation():
 
 # ================================================================ Part 2: the harness (CLIs, bad input, safe files, stops and resumes)
 
+# ---------------------------------------------------------------- copy one file: each concept file works alone
+
+CONCEPT_FILES = {"loss.py": (), "model.py": (), "shapes.py": (), "metric.py": ("shapes.py",)}  # file: the siblings it names
+COPY_USES = {  # a short script per file, run in a folder that holds the file, its named siblings, and nothing else
+    "loss.py": """
+import torch, loss
+g = torch.Generator().manual_seed(0)
+x = (torch.rand(8, 1, 64, 64, generator=g) > 0.9).float()
+logits, mu, logvar = torch.randn(8, 1, 64, 64, generator=g), torch.randn(8, 10, generator=g), torch.randn(8, 10, generator=g)
+parts = loss.beta_vae_loss(logits, x, mu, logvar, beta=4.0)
+assert torch.allclose(parts["loss"], parts["recon"] + 4.0 * parts["kl"]) and parts["kl"] > 0
+print("loss ok")
+""",
+    "model.py": """
+import torch, model
+net = model.BetaVAE("fc")
+x = (torch.rand(4, 1, 64, 64) > 0.9).float()
+logits, mu, logvar = net(x)
+assert logits.shape == (4, 1, 64, 64) and mu.shape == logvar.shape == (4, 10)
+torch.save({"model": net.state_dict(), "config": {**net.config, "dataset": "shapes", "beta": 4.0}}, "ckpt.pt")
+loaded, config = model.load_checkpoint("ckpt.pt")
+assert torch.equal(loaded.encode(x)[0], net.eval().encode(x)[0]) and config["arch"] == "fc"
+open("junk.pt", "wb").write(b"not a checkpoint")
+try:
+    model.load_checkpoint("junk.pt")
+except model.CheckpointError as e:
+    assert len(str(e).splitlines()) == 1
+else:
+    raise AssertionError("a junk file loaded")
+print("model ok")
+""",
+    "shapes.py": """
+import torch, shapes
+index = torch.tensor([0, 1, 12345, 737279])
+classes = shapes.index_to_classes(index)
+assert torch.equal(shapes.classes_to_index(classes), index)
+x = shapes.render(shapes.sample_factors(16, torch.Generator().manual_seed(0)))
+assert x.shape == (16, 1, 64, 64) and set(x.unique().tolist()) == {0.0, 1.0}
+print("shapes ok")
+""",
+    "metric.py": """
+import torch, torch.nn as nn, metric, shapes
+truth = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()  # ground-truth codes, DeepMind's order
+assert metric.disentanglement_score(truth, n_train=1000, n_test=500) > 0.97
+
+class Centroid(nn.Module):  # a researcher's own encoder: position and area of the on pixels, and noise
+    def encode(self, x):
+        w = x.flatten(1)
+        grid = torch.arange(64.0)
+        area = w.sum(1).clamp_min(1)
+        cx = (x.sum(2).flatten(1) * grid).sum(1) / area
+        cy = (x.sum(3).flatten(1) * grid).sum(1) / area
+        mu = torch.stack([cx, cy, area, torch.randn(len(x))], 1)
+        return mu, torch.zeros_like(mu)
+
+score = metric.disentanglement_score(metric.rendered_codes(Centroid()), L=8, n_train=500, n_test=300)
+noise = metric.disentanglement_score(metric.rendered_codes(lambda x: torch.randn(len(x), 4)), L=8,
+                                     n_train=500, n_test=300)
+assert score > 0.6 and noise < 0.4, (score, noise)
+print("metric ok", round(score, 3), round(noise, 3))
+""",
+}
+
+
+def module_imports(path: Path) -> set[str]:
+    """The top-level names a file imports at module level (not inside a function), at run time."""
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            continue  # for annotations only: never imported when the file runs
+        for sub in ast.walk(node) if isinstance(node, ast.If) else [node]:  # `if __name__ == ...` blocks too
+            if isinstance(sub, ast.Import):
+                names |= {a.name.split(".")[0] for a in sub.names}
+            elif isinstance(sub, ast.ImportFrom) and sub.level == 0:
+                names.add(sub.module.split(".")[0])
+    return names
+
+
+def test_concept_files_import_only_torch_numpy_and_the_siblings_they_name():
+    project = {p.stem for p in HERE.glob("*.py")}
+    for name, siblings in CONCEPT_FILES.items():
+        pulled = module_imports(HERE / name) & project
+        assert pulled <= {Path(s).stem for s in siblings}, f"{name} imports {sorted(pulled)} of the project"
+        assert module_imports(HERE / name) - project <= set(sys.stdlib_module_names) | {"torch", "numpy"}, name
+
+
+@pytest.mark.parametrize("name", sorted(CONCEPT_FILES))
+def test_a_concept_file_copied_alone_into_a_fresh_folder_works(tmp_path, name):
+    for f in (name, *CONCEPT_FILES[name]):
+        shutil.copy(HERE / f, tmp_path / f)
+    script = "import os, sys\nsys.path.insert(0, os.getcwd())\n" + COPY_USES[name]  # -I: the folder alone, not the repository
+    r = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{Path(name).stem} ok" in r.stdout
+
+
 # ---------------------------------------------------------------- shapes.py
 
 @harness
@@ -726,13 +826,13 @@ def test_render_on_cuda_equals_cpu():
 
 @harness
 def test_load_checkpoint_rejects_bad_files(tmp_path):
-    with pytest.raises(runs.UsageError, match="no such"):
+    with pytest.raises(model.CheckpointError, match="no such"):
         model.load_checkpoint(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 10)
-    with pytest.raises(runs.UsageError, match="not a readable"):
+    with pytest.raises(model.CheckpointError, match="not a readable"):
         model.load_checkpoint(str(tmp_path / "junk.pt"))
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
-    with pytest.raises(runs.UsageError, match="not a checkpoint of this project"):
+    with pytest.raises(model.CheckpointError, match="not a checkpoint of this project"):
         model.load_checkpoint(str(tmp_path / "other.pt"))
 
 
@@ -1099,7 +1199,7 @@ def test_train_nan_stop_keeps_only_a_checkpoint_with_finite_weights(tmp_path, mo
 @harness
 def test_train_resume_and_load_checkpoint_refuse_nan_weights(tmp_path, monkeypatch, capsys):
     path = nan_checkpoint(tmp_path / "nan.pt")
-    with pytest.raises(runs.UsageError, match="NaN"):
+    with pytest.raises(model.CheckpointError, match="NaN"):
         model.load_checkpoint(str(path))
     err = main_error(monkeypatch, capsys, "train.py", "--out", str(path), "--resume", "--steps", "2")
     assert "NaN" in err
@@ -1179,10 +1279,10 @@ def test_train_refuses_a_dsprites_npz_of_other_than_0_1_images(tmp_path):
     images = shapes.render(c).squeeze(1).numpy()  # (4, 64, 64) in {0, 1}
     for name, imgs in (("floats", images * 0.9), ("bytes", (images * 255).astype(np.uint8))):
         np.savez(tmp_path / f"{name}.npz", imgs=imgs, latents_classes=latents)
-        with pytest.raises(runs.UsageError, match="0 or 1"):
+        with pytest.raises(ValueError, match="0 or 1"):
             shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / f"{name}.npz")}, torch.device("cpu"))
     np.save(tmp_path / "imgs.npy", images)
-    with pytest.raises(runs.UsageError, match="not an npz"):
+    with pytest.raises(ValueError, match="not an npz"):
         shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / "imgs.npy")}, torch.device("cpu"))
 
 
@@ -1202,8 +1302,8 @@ def test_stacked_replicas_step_as_separate_runs_do(optimizer):
     # 5 % of their norm (measured; replica 0 stays within 0.2 %), too far for a test to tell from a bug.
     steps = 8
     with torch.random.fork_rng(devices=[]):
-        stacked = train.StackedTrainer(configs, torch.device("cpu"))
-        together = [stacked.step() for _ in range(steps)]  # [step][replica]
+        together_trainer = stacked.StackedTrainer([train.Trainer(c, torch.device("cpu")) for c in configs])
+        together = [together_trainer.step() for _ in range(steps)]  # [step][replica]
         lone_states = []
         for r, config in enumerate(configs):  # one after another: each lone run owns the global RNG
             trainer = train.Trainer(config, torch.device("cpu"))
@@ -1220,7 +1320,7 @@ def test_stacked_replicas_step_as_separate_runs_do(optimizer):
         return (a - b).norm() <= 1e-3 * b.norm()
 
     for r, lone in enumerate(lone_states):
-        state = train.Replica(stacked, r).state()
+        state = stacked.Replica(together_trainer, r).state()
         for k, v in lone["model"].items():
             assert near(state["model"][k], v), k
         for i, moments in lone["optimizer"]["state"].items():
@@ -1237,7 +1337,7 @@ STACKED = ("--batch-size", "8", "--log-every", "3", "--save-every", "1000", "--t
 @harness
 def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints(tmp_path, monkeypatch):
     train_in_process(monkeypatch, *STACKED, "--steps", "12", "--out", str(tmp_path / "unbroken"))
-    stepped = train.StackedTrainer.step
+    stepped = stacked.StackedTrainer.step
 
     def sigterm_at_step_5(self):
         parts = stepped(self)
@@ -1245,11 +1345,11 @@ def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_che
             os.kill(os.getpid(), signal.SIGTERM)  # a cluster stopping the job
         return parts
 
-    monkeypatch.setattr(train.StackedTrainer, "step", sigterm_at_step_5)
+    monkeypatch.setattr(stacked.StackedTrainer, "step", sigterm_at_step_5)
     with pytest.raises(SystemExit) as stop:
         train_in_process(monkeypatch, *STACKED, "--steps", "12", "--out", str(tmp_path / "stopped"))
     assert stop.value.code == 128 + signal.SIGTERM
-    monkeypatch.setattr(train.StackedTrainer, "step", stepped)
+    monkeypatch.setattr(stacked.StackedTrainer, "step", stepped)
     assert torch.load(tmp_path / "stopped" / "b4_s0.pt", weights_only=True)["step"] == 5
     train_in_process(monkeypatch, *STACKED, "--steps", "12", "--out", str(tmp_path / "stopped"), "--resume")
     for name in ("b1_s0", "b4_s0"):
@@ -1306,7 +1406,7 @@ def test_gpu_check_script_dry_run_on_a_cpu(tmp_path, monkeypatch):
 
 @harness
 def test_encode_all_rows_follow_deepmind_order_and_report_progress(monkeypatch):
-    monkeypatch.setattr(runs, "PROGRESS_SECONDS", 0.0)  # a line after every batch
+    monkeypatch.setattr(metric, "PROGRESS_SECONDS", 0.0)  # a line after every batch
     lines = []
     codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536,  # pixel count
                               progress=lines.append)
@@ -1420,8 +1520,8 @@ def test_metric_dlib_applies_disentanglement_libs_settings_to_every_metric(tmp_p
 
 
 @harness
-def test_metric_copied_with_shapes_model_loss_and_runs_alone_scores_codes(tmp_path):
-    for name in ("metric.py", "shapes.py", "model.py", "loss.py", "runs.py"):
+def test_metric_cli_copied_with_the_files_its_docstring_names_scores_codes(tmp_path):
+    for name in ("metric.py", "shapes.py", "model.py", "loss.py", "runs.py", "replicas.py"):
         (tmp_path / name).write_text((HERE / name).read_text())
     script = ("import sys, torch, metric, shapes\n"
               "codes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()\n"
@@ -1764,7 +1864,7 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, na
     net, label = baselines.load_representation(str(out), torch.device("cpu"))
     assert label == baselines.TRAINED[name].label
     x = shapes.render(shapes.sample_factors(4, torch.Generator().manual_seed(0)))
-    assert net.encode_mu(x).shape == (4, 10 if name == "dcign" else baselines.INFOGAN_CODES)
+    assert net.encode(x)[0].shape == (4, 10 if name == "dcign" else baselines.INFOGAN_CODES)
     if name == "infogan":
         assert (tmp_path / "infogan_samples.png").exists()
         # resuming restores both optimizers: 10 + 5 steps equal 15 unbroken ones
@@ -1824,9 +1924,9 @@ def test_a_codes_cache_of_the_right_weights_but_a_wrong_table_is_encoded_again(t
 @harness
 def test_each_stacked_replica_checkpoint_holds_its_own_optimizer_state_alone():
     configs = [replica_config(4.0, seed, "--optimizer", "adam", "--lr", "1e-3") for seed in range(3)]
-    stacked = train.StackedTrainer(configs, torch.device("cpu"))
-    stacked.step()
-    for state in train.Replica(stacked, 1).state()["optimizer"]["state"].values():
+    trainer = stacked.StackedTrainer([train.Trainer(c, torch.device("cpu")) for c in configs])
+    trainer.step()
+    for state in stacked.Replica(trainer, 1).state()["optimizer"]["state"].values():
         for v in state.values():  # a view of the stacked tensor would save every replica's storage
             assert v.untyped_storage().nbytes() == v.numel() * v.element_size()
 
@@ -1836,7 +1936,7 @@ def test_each_stacked_replica_checkpoint_holds_its_own_optimizer_state_alone():
 def test_a_checkpoint_with_a_bad_config_is_one_line_everywhere(tmp_path, monkeypatch, capsys, config):
     path = tmp_path / "bad.pt"
     torch.save({"model": model.BetaVAE("fc").state_dict(), "config": config, "optimizer": {}, "step": 1, "rng": {}}, path)
-    with pytest.raises(runs.UsageError):
+    with pytest.raises(model.CheckpointError):
         model.load_checkpoint(str(path))
     main_error(monkeypatch, capsys, "metric.py", str(path), "--device", "cpu")
     main_error(monkeypatch, capsys, "traverse.py", str(path), "--device", "cpu")
@@ -2040,9 +2140,9 @@ def test_the_replica_figure_puts_each_beta_in_its_colour(tmp_path):
 @harness
 def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_degrees(tmp_path, monkeypatch, ground_truth):
     monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))  # its codes: the ground truth
-    monkeypatch.setattr(metric, "ROTATION_ANGLES", (0, 45, 90))
+    monkeypatch.setattr(replicas, "ROTATION_ANGLES", (0, 45, 90))
     ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
-    [(label, rows)] = traverse.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500, n_test=200, steps=100)
+    [(label, rows)] = replicas.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500, n_test=200, steps=100)
     assert label == "m, 0 deg" and [r["theta"] for r in rows] == [0, 45, 90]
     assert rows[1]["score_L16"] < rows[0]["score_L16"] - 0.15  # posX and posY mixed: the metric drops
     assert abs(rows[2]["score_L16"] - rows[0]["score_L16"]) < 0.05  # 90°: the pair swapped, read as well

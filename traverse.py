@@ -47,6 +47,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import loss as objective
 import metric
+import replicas
 import shapes
 from model import BetaVAE, load_checkpoint
 from runs import UsageError, cli_errors, pick_device, positive_int, seed_arg, set_threads
@@ -381,68 +382,14 @@ def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str, colour: tuple[
     draw.text((56 + CURVE[0] - 170, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
 
 
-def read_replica(path: str, device: torch.device) -> tuple[BetaVAE, dict, torch.Tensor, tuple[torch.Tensor, torch.Tensor],
-                                                         torch.Tensor]:
-    """A checkpoint's model and config, its codes μ (737280, M) (cached beside it), metric's fixed probe
-    batch (x, ε) and the mean KL per latent (M,) on it."""
-    model, config = load_checkpoint(path, device)
-    codes = metric.checkpoint_codes(path, model, device, progress=metric.say)
-    x, eps = metric.probe_batch(model.latents, device=device)
-    kl = metric.objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
-    return model, config, codes, (x, eps), kl
-
-
-def replica_points(paths: list[str], device: torch.device) -> list[tuple[str, float, float]]:
-    """(label "beta = β", position angle in degrees, mean score at L = 16 over 3 classifier seeds, %) of each
-    checkpoint, from its cached codes (metric.latent_summary); a replica with fewer than two active
-    latents has no position plane and is left out, said in one line."""
-    points = []
-    for path in paths:
-        _, config, codes, _, kl = read_replica(path, device)
-        angle = metric.latent_summary(codes, kl)["angle"]
-        score = 100 * sum(metric.disentanglement_score(codes, seed=s) for s in range(3)) / 3
-        metric.say(f"{path}: position angle " + ("none (fewer than two active latents)" if angle is None
-                                                 else f"{angle:.1f}°") + f", score at L = 16 {score:.2f} %")
-        if angle is not None:
-            points.append((f"beta = {config['beta']:g}", angle, score))  # the default font has no β
-    return points
-
-
-def rotation_sweeps(paths: list[str], device: torch.device, **score) -> list[tuple[str, list[dict]]]:
-    """Each checkpoint's rotation sweep (metric.py --rotate): its position pair turned by every θ of
-    metric.ROTATION_ANGLES, Eq. 4 on the fixed batch with the fixed noise and the score at L = 16
-    (`score`: disentanglement_score's other settings), one line per replica as it is done."""
-    sweeps = []
-    for path in paths:
-        model, config, codes, (x, eps), kl = read_replica(path, device)
-        pair = metric.rotation_pair([], codes, kl, path)
-        metric.say(f"{path}: turning latents {pair[0]} and {pair[1]} by {len(metric.ROTATION_ANGLES)} angles, "
-                   f"scoring each")  # about 2 s an angle on a CPU
-        rows = [metric.rotation_probe(model, codes, pair, theta, x, eps, config["beta"],
-                                      config.get("likelihood", "bernoulli"), Ls=(16,), **score)
-                for theta in metric.ROTATION_ANGLES]
-        metric.say(f"{path}: latents {pair[0]} and {pair[1]} turned over 0-90°: score at L = 16 "
-                   f"{min(r['score_L16'] for r in rows):.2%}-{max(r['score_L16'] for r in rows):.2%}, Eq. 4 "
-                   f"{max(eq4_change(rows, 'loss_turned')):+.2%} at most (variances turned), "
-                   f"{max(eq4_change(rows, 'loss')):+.2%} (kept)")
-        sweeps.append((f"{Path(path).stem}, {rows[0]['angle']:.0f} deg", rows))
-    return sweeps
-
-
-def eq4_change(rows: list[dict], key: str) -> list[float]:
-    """A rotation sweep's Eq. 4 (`key`: "loss", variances kept, or "loss_turned") at each θ, as a
-    fraction of change from Eq. 4 at θ = 0."""
-    return [r[key] / rows[0]["loss"] - 1 for r in rows]
-
-
 def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
     """The objective's blind spot: the score at L = 16 (left) and Eq. 4's change from θ = 0 (right)
     against the angle θ the position pair is turned by, one colour per replica; on the right thick
     lines turn the posterior variances along, thin lines keep them."""
-    thetas = metric.ROTATION_ANGLES
+    thetas = replicas.ROTATION_ANGLES
     left, ld, lxy = score_axes(thetas[-1], thetas, "position latents turned by (degrees)",
                                "disentanglement score at L = 16 (Sec. 3)")
-    change = [{key: [100 * c for c in eq4_change(rows, key)] for key in ("loss_turned", "loss")} for _, rows in sweeps]
+    change = [{key: [100 * c for c in replicas.eq4_change(rows, key)] for key in ("loss_turned", "loss")} for _, rows in sweeps]
     values = [v for lines in change for line in lines.values() for v in line]  # % of Eq. 4 at θ = 0
     low, high = min(0, math.floor(min(values))), max(1, math.ceil(max(values)))
     step = math.ceil((high - low) / 8)  # ≤ 8 ticks
@@ -642,10 +589,10 @@ def main() -> None:
             learning_curves(args.curves, out, args.x)
         elif args.replicas:
             out = Path(args.out or "replicas.png")
-            replica_figure(replica_points(args.replicas, pick_device(args.device)), out)
+            replica_figure(replicas.replica_points(args.replicas, pick_device(args.device)), out)
         elif args.rotation:
             out = Path(args.out or "rotation.png")
-            rotation_figure(rotation_sweeps(args.rotation, pick_device(args.device)), out)
+            rotation_figure(replicas.rotation_sweeps(args.rotation, pick_device(args.device)), out)
         else:
             figures(args)
             return
