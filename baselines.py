@@ -1,4 +1,5 @@
-"""Baselines of the β-VAE disentanglement metric (Higgins et al., ICLR 2017, Sec. 4.2, Fig. 6 left, A.2, A.3).
+"""Baselines of the β-VAE disentanglement metric (Higgins et al., ICLR 2017, Sec. 4.2, Fig. 6 left,
+A.2, A.3).
 
 Fig. 6 (left) scores, with the metric of Sec. 3, representations that need no β-VAE beside the
 trained models: the ground-truth factors, the raw pixels, PCA (the top 10 components of the
@@ -13,18 +14,20 @@ our mean ± std beside the paper's figure. A checkpoint's codes are cached besid
 <stem>.codes.pt by metric.checkpoint_codes (--no-cache: encode afresh). Needs shapes.py,
 model.py, loss.py, metric.py, runs.py, train.py and traverse.py beside it.
 
-    python baselines.py --table                             # every row (a quarter of an hour on 2 cores)
+    python baselines.py --table  # every row (a quarter of an hour on 2 cores)
     python baselines.py --table --rows pca,ica --markdown   # some rows, as markdown for the README
-    python baselines.py --train dcign --steps 2000 --out dcign.pt      # train DC-IGN (train.py's loop)
+    python baselines.py --train dcign --steps 2000 --out dcign.pt  # train DC-IGN (train.py's loop)
     python baselines.py --train infogan --steps 2000 --out infogan.pt  # and InfoGAN, + infogan_samples.png
     python baselines.py --table b4.pt b1.pt dcign.pt infogan.pt "β-VAE (β = 4)=b4_seed2.pt"
 
 The file, top to bottom:
   the training-free rows   ground truth, raw pixels, the untrained VAE (Sec. 4.2)
-  PCA and ICA (A.3)        the whitened top 10 components; FastICA on them, one model per pair of shapes
+  PCA and ICA (A.3)        the whitened top 10 components; FastICA on them, one model per pair
+                           of shapes
   DC-IGN (Table 1)         the network, its clamp, its batches and its trainer
   InfoGAN (A.2)            the networks, the mutual-information term, the trainer, its sample figure
-  the Fig. 6 table         the row names, the registry TRAINED of DC-IGN and InfoGAN, scoring, the table
+  the Fig. 6 table         the row names, the registry TRAINED of DC-IGN and InfoGAN, scoring,
+                           the table
   Table 2 (A.5)            each factor's linear-classifier accuracy beside the paper's
   the CLI                  --train (DC-IGN, InfoGAN) and --table
 """
@@ -39,8 +42,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
-    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
+# Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT,
+                  lambda signum, frame: (os.write(2, b"interrupted while starting\n"),
+                                         os._exit(130)))
 
 import torch
 from torch import nn
@@ -53,10 +59,12 @@ import train
 import traverse
 from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
 from model import BetaVAE, read_checkpoint
-from runs import UsageError, cli_errors, pick_device, positive_float, positive_int, seed_arg, set_threads
+from runs import (UsageError, cli_errors, pick_device, positive_float, positive_int, seed_arg,
+                  set_threads)
 
 
-# ---------------------------------------------------------------- the training-free rows (Sec. 4.2, Fig. 6 left)
+# ---------------------------------------------------------------- the training-free rows (Sec. 4.2,
+# Fig. 6 left)
 
 def ground_truth_codes() -> torch.Tensor:
     """The factor classes themselves (737280, 5): the ideal representation."""
@@ -70,16 +78,17 @@ def pixel_codes(index: torch.Tensor) -> torch.Tensor:
 
 def untrained_vae(seed: int) -> BetaVAE:
     """The Table 1 fc model as train.py initialises it with --seed `seed`, before any step."""
-    return train.seeded_init(seed, lambda: BetaVAE("fc"), torch.device("cpu"))[0].eval()
+    return runs.seeded_init(seed, lambda: BetaVAE("fc"), torch.device("cpu"))[0].eval()
 
 
 # ---------------------------------------------------------------- PCA and ICA (A.3)
 
 PCA_COMPONENTS = 10  # A.3
 PAPER_PCA_EXPLAINED = 0.608  # variance explained by the top 10 components (A.3)
-# The covariance of every image, though that is minutes of 4096² matmuls on a CPU: the components come
-# in pairs of near-equal variance, each pair's rotation follows the sample, and the metric reads single
-# components: the PCA of a random 100,000 images scored from 81 to 88 % by the sample, all images 88 %.
+# The covariance of every image, though that is minutes of 4096² matmuls on a CPU: the components
+# come in pairs of near-equal variance, each pair's rotation follows the sample, and the metric
+# reads single components: the PCA of a random 100,000 images scored from 81 to 88 % by the
+# sample, all images 88 %.
 DEFAULT_PCA_IMAGES = shapes.N_IMAGES
 SHAPE_PAIRS = ((0, 1), (0, 2), (1, 2))  # {square, ellipse}, {square, heart}, {ellipse, heart} (A.3)
 ICA_POINTS = 100_000  # whitened points FastICA is fitted on
@@ -102,7 +111,8 @@ def covariance(chunks: Iterable[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return mean, xtx / n - torch.outer(mean, mean)
 
 
-def pixel_chunks(n_images: int, device: torch.device, batch_size: int = 8192, seed: int = 0) -> Iterator[torch.Tensor]:
+def pixel_chunks(n_images: int, device: torch.device, batch_size: int = 8192,
+                 seed: int = 0) -> Iterator[torch.Tensor]:
     """Flattened images (B, 4096): the whole set, or n_images of it drawn without replacement.
 
     The chunks share one buffer: use each before asking for the next.
@@ -110,7 +120,8 @@ def pixel_chunks(n_images: int, device: torch.device, batch_size: int = 8192, se
     if n_images >= shapes.N_IMAGES:
         index = torch.arange(shapes.N_IMAGES)
     else:
-        index = torch.randperm(shapes.N_IMAGES, generator=torch.Generator().manual_seed(seed))[:n_images]
+        index = torch.randperm(shapes.N_IMAGES,
+                               generator=torch.Generator().manual_seed(seed))[:n_images]
     buffer = torch.empty(batch_size, 1, 64, 64, device=device)  # reused: no page faults per chunk
     for start in range(0, len(index), batch_size):
         i = index[start:start + batch_size].to(device)
@@ -119,7 +130,8 @@ def pixel_chunks(n_images: int, device: torch.device, batch_size: int = 8192, se
 
 @dataclass
 class PCA:
-    """The top k principal components; calling it gives the whitened codes (B, k) of images or rows."""
+    """The top k principal components; calling it gives the whitened codes (B, k) of images or
+    rows."""
 
     mean: torch.Tensor  # (D,)
     components: torch.Tensor  # (k, D) unit eigenvectors of the covariance, largest eigenvalue first
@@ -128,7 +140,8 @@ class PCA:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)  # (B, D)
-        w = (self.components / self.variances.sqrt()[:, None]).to(x)  # (k, D): unit variance per code
+        # (k, D): unit variance per code
+        w = (self.components / self.variances.sqrt()[:, None]).to(x)
         # Centring after the projection: a (k,) shift instead of a (B, D) copy.
         return x @ w.T - self.mean.to(x) @ w.T
 
@@ -141,11 +154,14 @@ def fit_pca(mean: torch.Tensor, cov: torch.Tensor, k: int = PCA_COMPONENTS) -> P
     start = torch.randn(len(cov), k, dtype=cov.dtype, generator=torch.Generator().manual_seed(0))
     variances, vectors = torch.lobpcg(cov, X=start, largest=True)  # (k,), (D, k)
     order = variances.argsort(descending=True)
-    return PCA(mean, vectors[:, order].T.contiguous(), variances[order], (variances.sum() / cov.trace()).item())
+    return PCA(mean, vectors[:, order].T.contiguous(), variances[order],
+               (variances.sum() / cov.trace()).item())
 
 
-def counted(chunks: Iterable[torch.Tensor], n: int, what: str, log: metric.Progress) -> Iterator[torch.Tensor]:
-    """The chunks as they come, with a line to `log` every runs.PROGRESS_SECONDS: images done of n."""
+def counted(chunks: Iterable[torch.Tensor], n: int, what: str,
+            log: metric.Progress) -> Iterator[torch.Tensor]:
+    """The chunks as they come, with a line to `log` every runs.PROGRESS_SECONDS: images done of
+    n."""
     ticker, done = runs.Every(), 0
     for chunk in chunks:
         yield chunk
@@ -156,10 +172,12 @@ def counted(chunks: Iterable[torch.Tensor], n: int, what: str, log: metric.Progr
 
 def image_pca_codes(n_images: int, device: torch.device, batch_size: int,
                     log: Callable[[str], None]) -> tuple[torch.Tensor, str]:
-    """The PCA of n_images random images, and the whitened codes (737280, 10) of all; and the table's note."""
+    """The PCA of n_images random images, and the whitened codes (737280, 10) of all; and the
+    table's note."""
     t = time.perf_counter()
     log(f"PCA: covariance of {n_images:,} images, then the codes of all {shapes.N_IMAGES:,}")
-    pca = fit_pca(*covariance(counted(pixel_chunks(n_images, device, batch_size), n_images, "PCA covariance", log)))
+    pca = fit_pca(*covariance(counted(pixel_chunks(n_images, device, batch_size), n_images,
+                                      "PCA covariance", log)))
     codes = metric.encode_all(pca, device, batch_size, log)  # (737280, 10)
     note = (f"PCA: covariance of {n_images:,} images; the top {PCA_COMPONENTS} components explain "
             f"{pca.explained:.1%} of the pixel variance (paper {PAPER_PCA_EXPLAINED:.1%})")
@@ -186,7 +204,8 @@ def symmetric_decorrelation(W: torch.Tensor) -> torch.Tensor:
     return (u * s.rsqrt()) @ u.T @ W
 
 
-def fast_ica(x: torch.Tensor, max_iter: int = ICA_MAX_ITER, tol: float = ICA_TOL, seed: int = 0) -> ICA:
+def fast_ica(x: torch.Tensor, max_iter: int = ICA_MAX_ITER, tol: float = ICA_TOL,
+             seed: int = 0) -> ICA:
     """FastICA (Hyvärinen 1999) with the logcosh contrast and symmetric (parallel) updates.
 
     x (n, d) is centred and whitened first. Each step moves every row w of W to the fixed
@@ -201,7 +220,8 @@ def fast_ica(x: torch.Tensor, max_iter: int = ICA_MAX_ITER, tol: float = ICA_TOL
     variances, vectors = torch.linalg.eigh(x.T @ x / n)
     K = vectors.T / variances.sqrt()[:, None]  # (d, d) whitening: cov(x Kᵀ) = I
     x = x @ K.T  # (n, d)
-    W = symmetric_decorrelation(torch.randn(d, d, dtype=x.dtype, generator=torch.Generator().manual_seed(seed)))
+    W = symmetric_decorrelation(torch.randn(d, d, dtype=x.dtype,
+                                            generator=torch.Generator().manual_seed(seed)))
     for iteration in range(1, max_iter + 1):
         g = torch.tanh(x @ W.T)  # (n, d): g(wᵀx) for every row w
         W_new = symmetric_decorrelation(g.T @ x / n - (1 - g * g).mean(0)[:, None] * W)
@@ -224,7 +244,8 @@ def in_pair(index: torch.Tensor, pair: tuple[int, int], generator: torch.Generat
     return shapes.classes_to_index(classes)
 
 
-def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None, seed: int = 0) -> tuple[metric.Codes, ICA]:
+def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None,
+              seed: int = 0) -> tuple[metric.Codes, ICA]:
     """FastICA on ICA_POINTS whitened PCA codes (737280, 10) of one pair of shapes (or all images).
 
     For a pair, the codes are a function that reads any index as the image of its factors
@@ -241,7 +262,8 @@ def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None, seed: int =
     return (lambda index: sources[in_pair(index, pair, g)]), ica
 
 
-def ica_replicas(pca_codes: torch.Tensor, how: str, log: Callable[[str], None]) -> tuple[list[metric.Codes], str]:
+def ica_replicas(pca_codes: torch.Tensor, how: str,
+                 log: Callable[[str], None]) -> tuple[list[metric.Codes], str]:
     """The ICA row's replicas, fitted now: one per pair of shapes (how = "pairs", A.3) or one on all
     shapes ("all"); and the table's note, which counts the models that converged."""
     pairs = SHAPE_PAIRS if how == "pairs" else (None,)
@@ -250,22 +272,27 @@ def ica_replicas(pca_codes: torch.Tensor, how: str, log: Callable[[str], None]) 
         codes, ica = ica_codes(pca_codes, pair)
         replicas.append(codes)
         converged += ica.converged
-        which = "all shapes" if pair is None else "{" + ", ".join(shapes.SHAPE_NAMES[s] for s in pair) + "}"
-        log(f"  ICA on {which}: {'converged' if ica.converged else 'NOT converged'} after {ica.iterations} iterations")
-    models = ("one model per pair of shapes, each scored on its pair's images (as A.3)" if how == "pairs"
-              else "one model on all shapes (the paper fits one per pair)")
+        which = ("all shapes" if pair is None
+                 else "{" + ", ".join(shapes.SHAPE_NAMES[s] for s in pair) + "}")
+        log(f"  ICA on {which}: {'converged' if ica.converged else 'NOT converged'} "
+            f"after {ica.iterations} iterations")
+    models = ("one model per pair of shapes, each scored on its pair's images (as A.3)"
+              if how == "pairs" else "one model on all shapes (the paper fits one per pair)")
     note = (f"ICA: FastICA (logcosh, symmetric) on {ICA_POINTS:,} whitened PCA codes, {models}; "
-            f"{converged} of {len(pairs)} met the tolerance {ICA_TOL:g} in {ICA_MAX_ITER} iterations")
+            f"{converged} of {len(pairs)} met the tolerance {ICA_TOL:g} in {ICA_MAX_ITER} "
+            "iterations")
     return replicas, note
 
 
-# ---------------------------------------------------------------- DC-IGN (Kulkarni et al. 2015; Table 1)
+# ---------------------------------------------------------------- DC-IGN (Kulkarni et al. 2015;
+# Table 1)
 
 # The latents each factor's batches train: z1–z4 for posX, posY, scale and rotation, the other six
 # together for shape, which no single number describes. Keys are indices of shapes.FACTOR_NAMES.
 DCIGN_LATENTS = {3: (0,), 4: (1,), 1: (2,), 2: (3,), 0: (4, 5, 6, 7, 8, 9)}
 DCIGN_LR = 5e-4  # RMSprop (Table 1); the rate is Kulkarni et al.'s
-ENCODE_SLICE = 256  # images per forward pass when encoding for the metric (InfoGAN's too): fast, and bounded memory
+# images per forward pass when encoding for the metric (InfoGAN's too): fast, and bounded memory
+ENCODE_SLICE = 256
 
 
 class DCIGN(nn.Module):
@@ -283,11 +310,15 @@ class DCIGN(nn.Module):
         # Unpooling as nearest-neighbour upsampling: each pooled value fills its 2×2 block.
         self.decoder = nn.Sequential(
             nn.Linear(latents, 48 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (48, 8, 8)),
-            nn.Upsample(scale_factor=2), nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(),  # (B, 48, 16, 16)
-            nn.Upsample(scale_factor=2), nn.Conv2d(48, 96, 3, padding=1), nn.ReLU(),  # (B, 96, 32, 32)
-            nn.Upsample(scale_factor=2), nn.Conv2d(96, 1, 3, padding=1),  # (B, 1, 64, 64) logits: the sigmoid is in the loss
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(),  # (B, 48, 16, 16)
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(48, 96, 3, padding=1), nn.ReLU(),  # (B, 96, 32, 32)
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(96, 1, 3, padding=1),  # (B, 1, 64, 64) logits: the sigmoid is in the loss
         )
-        self.to(memory_format=torch.channels_last)  # the CPU's convolutions are faster in this layout
+        # the CPU's convolutions are faster in this layout
+        self.to(memory_format=torch.channels_last)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 1, 64, 64) -> mu, logvar (B, M); mu is the representation the metric reads.
@@ -327,7 +358,8 @@ class Clamp(torch.autograd.Function):
 
 
 def clamped_batch(n: int, generator: torch.Generator) -> tuple[int, torch.Tensor]:
-    """DC-IGN's batch: one factor (returned) drawn per image, the others at one random setting (n, 5)."""
+    """DC-IGN's batch: one factor (returned) drawn per image, the others at one random setting
+    (n, 5)."""
     factor = int(torch.randint(len(shapes.FACTOR_SIZES), (1,), generator=generator))
     classes = shapes.sample_factors(1, generator).repeat(n, 1)  # (n, 5)
     classes[:, factor] = torch.randint(shapes.FACTOR_SIZES[factor], (n,), generator=generator)
@@ -335,7 +367,8 @@ def clamped_batch(n: int, generator: torch.Generator) -> tuple[int, torch.Tensor
 
 
 class DCIGNTrainer(train.Trainer):
-    """Kulkarni et al.'s clamped training: each batch varies one factor and trains its latents alone."""
+    """Kulkarni et al.'s clamped training: each batch varies one factor and trains its latents
+    alone."""
 
     def make_model(self) -> nn.Module:
         return DCIGN(self.config["latents"])
@@ -348,10 +381,12 @@ class DCIGNTrainer(train.Trainer):
         with self.autocast:
             mu, logvar = self.model.encode(x)
             mu, logvar = Clamp.apply(mu.float(), active), Clamp.apply(logvar.float(), active)
-            eps = torch.randn(mu.shape, generator=self.noise, dtype=mu.dtype, device=mu.device)  # (B, M) ~ N(0, I)
+            # (B, M) ~ N(0, I)
+            eps = torch.randn(mu.shape, generator=self.noise, dtype=mu.dtype, device=mu.device)
             z = mu + eps * (0.5 * logvar).exp()  # z = mu + sigma * eps
             output = self.model.decode(z)
-        # The VAE's terms at β = 1 on the clamped codes: the clamped latents' KL gradient is replaced too.
+        # The VAE's terms at β = 1 on the clamped codes: the clamped latents' KL gradient is
+        # replaced too.
         parts = objective.beta_vae_loss(output.float(), x, mu, logvar, beta=1.0)
         self.optimizer.zero_grad(set_to_none=True)
         parts["loss"].backward()
@@ -384,8 +419,10 @@ class InfoGAN(nn.Module):
         self.codes, self.noise = codes, noise
         self.generator = nn.Sequential(
             nn.Linear(codes + noise, 256), nn.BatchNorm1d(256), nn.ReLU(),
-            nn.Linear(256, 128 * 8 * 8), nn.BatchNorm1d(128 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (128, 8, 8)),
-            nn.ConvTranspose2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.ReLU(),  # (B, 128, 16, 16)
+            nn.Linear(256, 128 * 8 * 8), nn.BatchNorm1d(128 * 8 * 8), nn.ReLU(),
+            nn.Unflatten(1, (128, 8, 8)),
+            nn.ConvTranspose2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128),
+            nn.ReLU(),  # (B, 128, 16, 16)
             nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),  # (B, 64, 32, 32)
             nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
         )
@@ -429,9 +466,11 @@ class InfoGANTrainer(train.Trainer):
         super().__init__(config, device)
         m = self.model
         # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
-        self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(), *m.q_head.parameters()],
+        self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(),
+                                           *m.q_head.parameters()],
                                           lr=INFOGAN_LR_D, betas=INFOGAN_BETAS)
-        self.optimizer_g = torch.optim.Adam(m.generator.parameters(), lr=INFOGAN_LR_G, betas=INFOGAN_BETAS)
+        self.optimizer_g = torch.optim.Adam(m.generator.parameters(), lr=INFOGAN_LR_G,
+                                            betas=INFOGAN_BETAS)
 
     def make_model(self) -> nn.Module:
         return InfoGAN()
@@ -447,13 +486,14 @@ class InfoGANTrainer(train.Trainer):
         m, n = self.model, self.config["batch_size"]
         x, _ = self.source.sample(n, self.data_generator)  # (B, 1, 64, 64) in {0, 1}
         real = 2 * x - 1
-        c = torch.rand(n, m.codes, generator=self.noise, device=self.device) * 2 - 1  # (B, 5) ~ U(−1, 1)
+        # (B, 5) ~ U(−1, 1)
+        c = torch.rand(n, m.codes, generator=self.noise, device=self.device) * 2 - 1
         noise = torch.randn(n, m.noise, generator=self.noise, device=self.device)
         bce = nn.functional.binary_cross_entropy_with_logits
 
         def noisy(images: torch.Tensor) -> torch.Tensor:
-            return images + INSTANCE_NOISE * torch.randn(images.shape, generator=self.noise, dtype=images.dtype,
-                                                         device=images.device)
+            return images + INSTANCE_NOISE * torch.randn(images.shape, generator=self.noise,
+                                                         dtype=images.dtype, device=images.device)
 
         with self.autocast:
             fake = m.generator(torch.cat([c, noise], 1))  # (B, 1, 64, 64)
@@ -475,22 +515,26 @@ class InfoGANTrainer(train.Trainer):
         self.optimizer_g.step()
         self.step_count += 1
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "info_nll": mi.detach(),
-                "d_real": torch.sigmoid(d_real).mean().detach(), "d_fake": torch.sigmoid(d_fake).mean().detach()}
+                "d_real": torch.sigmoid(d_real).mean().detach(),
+                "d_fake": torch.sigmoid(d_fake).mean().detach()}
 
     def report(self, mean: dict[str, torch.Tensor]) -> tuple[str, dict[str, float]]:
         fields = {k: v.item() for k, v in mean.items()}
-        text = (f"D {fields['d_loss']:.3f} G {fields['g_loss']:.3f} −log Q(c|x) {fields['info_nll']:.3f} | "
+        text = (f"D {fields['d_loss']:.3f} G {fields['g_loss']:.3f} "
+                f"−log Q(c|x) {fields['info_nll']:.3f} | "
                 f"D(real) {fields['d_real']:.2f} D(fake) {fields['d_fake']:.2f}")
         return text, fields
 
 
 def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> None:
-    """Each code swept over [−1, 1] with the rest fixed, beside random samples: did G learn the shapes?"""
+    """Each code swept over [−1, 1] with the rest fixed, beside random samples: did G learn the
+    shapes?"""
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        base = torch.cat([torch.zeros(1, model.codes), torch.randn(1, model.noise, generator=g)], 1)  # (1, 10)
+        base = torch.cat([torch.zeros(1, model.codes),
+                          torch.randn(1, model.noise, generator=g)], 1)  # (1, 10)
         inputs = base.repeat(model.codes, columns, 1)  # (codes, columns, 10)
         for i in range(model.codes):
             inputs[i, :, i] = torch.linspace(-1, 1, columns)
@@ -499,28 +543,33 @@ def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> 
                             torch.randn(model.codes * columns, model.noise, generator=g)], 1)
         samples = model.generator(random.to(device))
     model.train()
-    grids = [traverse.labelled_grid(((images + 1) / 2).view(model.codes, columns, 1, 64, 64), labels, title=title)
+    grids = [traverse.labelled_grid(((images + 1) / 2).view(model.codes, columns, 1, 64, 64),
+                                    labels, title=title)
              for images, labels, title in (
                  (sweeps, [f"c{i + 1}" for i in range(model.codes)], "each code from -1 to 1"),
                  (samples, None, "random samples"))]
     traverse.side_by_side(grids).save(path)
 
 
-# ---------------------------------------------------------------- the Fig. 6 table (Sec. 4.2, Fig. 6 left)
+# ---------------------------------------------------------------- the Fig. 6 table (Sec. 4.2,
+# Fig. 6 left)
 
-ROWS = {"gt": "ground truth", "pixels": "raw pixels", "pca": "PCA", "ica": "ICA", "untrained": "VAE untrained"}
+ROWS = {"gt": "ground truth", "pixels": "raw pixels", "pca": "PCA", "ica": "ICA",
+        "untrained": "VAE untrained"}
 
 
 @dataclass(frozen=True)
 class Baseline:
-    """A trained competitor of Fig. 6: its row label, network and trainer, and the optimiser its config names."""
+    """A trained competitor of Fig. 6: its row label, network and trainer, and the optimiser its
+    config names."""
 
     label: str
     model: Callable[[], nn.Module]
     trainer: type[train.Trainer]
     optimizer: str
     lr: float
-    samples: Callable[[nn.Module, str], None] | None = None  # a figure of what it learned, drawn after training
+    # a figure of what it learned, drawn after training
+    samples: Callable[[nn.Module, str], None] | None = None
 
 
 TRAINED = {
@@ -544,10 +593,12 @@ def score_row(row: Row, seeds: int = 3, first_seed: int = 0, table2: bool = Fals
     `table2` the A.5 factor accuracies of every replica at the first seed."""
     scores, accuracies = [], []
     for codes in row.codes():
-        scores += [metric.disentanglement_score(codes, seed=first_seed + s, **settings) for s in range(seeds)]
+        scores += [metric.disentanglement_score(codes, seed=first_seed + s, **settings)
+                   for s in range(seeds)]
         if table2:
             accuracies.append(metric.factor_classification(
-                codes, seed=first_seed, **{k: v for k, v in settings.items() if k not in ("L", "factors", "progress")}))
+                codes, seed=first_seed,
+                **{k: v for k, v in settings.items() if k not in ("L", "factors", "progress")}))
     return scores, accuracies
 
 
@@ -557,7 +608,8 @@ def table_text(lines: list[tuple[str, ...]], markdown: bool) -> str:
         lines = [lines[0], ("---",) * len(lines[0]), *lines[1:]]
         return "\n".join("| " + " | ".join(line) + " |" for line in lines)
     widths = [max(len(line[c]) for line in lines) for c in range(len(lines[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+                     for line in lines)
 
 
 def format_table(results: list[tuple[str, list[float]]], markdown: bool = False) -> str:
@@ -593,22 +645,26 @@ def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
-        raise UsageError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+        raise UsageError(f"{path}: model does not match its config "
+                         f"({str(e).splitlines()[0]})") from None
     return model.to(device).eval(), TRAINED[name].label
 
 
 def checkpoint_rows(specs: list[str], device: torch.device, batch_size: int, cache: bool = True,
                     log: metric.Progress = None) -> list[Row]:
-    """One row per label; checkpoints sharing a label are replicas. Loads every one now, to fail early.
+    """One row per label; checkpoints sharing a label are replicas. Loads every one now, to fail
+    early.
 
-    The codes come from metric.checkpoint_codes: cached beside each checkpoint unless `cache` is False.
+    The codes come from metric.checkpoint_codes: cached beside each checkpoint unless `cache` is
+    False.
     """
     groups: dict[str, list[tuple[str, nn.Module]]] = {}
     for spec in specs:
         label, path = traverse.split_checkpoint(spec)
         net, own_label = load_representation(path, device)
         groups.setdefault(label or own_label, []).append((path, net))
-    return [Row(label, lambda nets=nets: (metric.checkpoint_codes(path, net, device, cache, batch_size, log)
+    return [Row(label, lambda nets=nets: (metric.checkpoint_codes(path, net, device, cache,
+                                                                  batch_size, log)
                                           for path, net in nets))
             for label, nets in groups.items()]
 
@@ -625,7 +681,8 @@ def baseline_rows(names: list[str], args: argparse.Namespace, device: torch.devi
     if "pixels" in names:
         rows.append(Row(ROWS["pixels"], lambda: [pixel_codes]))
     if "pca" in names or "ica" in names:
-        pca_codes, note = image_pca_codes(min(args.pca_images, shapes.N_IMAGES), device, args.batch_size, log)
+        pca_codes, note = image_pca_codes(min(args.pca_images, shapes.N_IMAGES), device,
+                                          args.batch_size, log)
         notes.append(note)
         if "pca" in names:
             rows.append(Row(ROWS["pca"], lambda: [pca_codes]))
@@ -637,7 +694,8 @@ def baseline_rows(names: list[str], args: argparse.Namespace, device: torch.devi
         rows.append(Row(ROWS["untrained"], lambda: (
             metric.encode_all(untrained_vae(seed).to(device), device, args.batch_size, log)
             for seed in range(args.untrained_inits))))
-        inits = "seed 0" if args.untrained_inits == 1 else f"seeds 0–{args.untrained_inits - 1}, one replica each"
+        inits = ("seed 0" if args.untrained_inits == 1
+                 else f"seeds 0–{args.untrained_inits - 1}, one replica each")
         notes.append(f"VAE untrained: the Table 1 fc model as initialised with torch {inits}")
     return rows, notes
 
@@ -670,81 +728,112 @@ def format_table2(results: list[tuple[str, list[dict[str, float]]]], markdown: b
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
     p.add_argument("checkpoints", nargs="*",
-                   help="trained 2D-shapes models to add, as path or label=path; the same label = replicas")
-    p.add_argument("--table", action="store_true", help="score the rows and print the Fig. 6 (left) table")
+                   help="trained 2D-shapes models to add, as path or label=path; "
+                        "the same label = replicas")
+    p.add_argument("--table", action="store_true",
+                   help="score the rows and print the Fig. 6 (left) table")
     p.add_argument("--rows", default=",".join(ROWS),
                    help=f"baseline rows, comma-separated, from {', '.join(ROWS)} (default: all)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     p.add_argument("--a4", action="store_true",
-                   help="A.4: drop the bottom half of each row's scores (replicas × seeds) before mean ± std")
+                   help="A.4: drop the bottom half of each row's scores (replicas × seeds) "
+                        "before mean ± std")
     p.add_argument("--table2", action="store_true",
-                   help="also Table 2 (A.5): each factor's linear-classifier accuracy, mean over replicas")
+                   help="also Table 2 (A.5): each factor's linear-classifier accuracy, "
+                        "mean over replicas")
     p.add_argument("--L", type=positive_int, nargs="+", default=[metric.DEFAULT_L],
-                   help=f"pairs averaged per point (default {metric.DEFAULT_L}); several: one table each")
+                   help=f"pairs averaged per point (default {metric.DEFAULT_L}); "
+                        "several: one table each")
     p.add_argument("--n-train", type=positive_int, default=metric.DEFAULT_N_TRAIN,
                    help=f"classifier training points (default {metric.DEFAULT_N_TRAIN})")
     p.add_argument("--n-test", type=positive_int, default=metric.DEFAULT_N_TEST,
                    help=f"held-out points (default {metric.DEFAULT_N_TEST})")
     p.add_argument("--classifier", choices=("lbfgs", "adagrad"), default=metric.CLASSIFIER,
-                   help=f"optimizer of the linear classifier (default {metric.CLASSIFIER}; adagrad is the paper's)")
+                   help=f"optimizer of the linear classifier (default {metric.CLASSIFIER}; "
+                        "adagrad is the paper's)")
     p.add_argument("--classifier-steps", type=positive_int, default=metric.CLASSIFIER_STEPS,
-                   help=f"L-BFGS iterations at most, or Adagrad steps (default {metric.CLASSIFIER_STEPS})")
+                   help="L-BFGS iterations at most, or Adagrad steps "
+                        f"(default {metric.CLASSIFIER_STEPS})")
     p.add_argument("--classifier-lr", type=positive_float, default=metric.CLASSIFIER_LR,
                    help=f"Adagrad learning rate (default {metric.CLASSIFIER_LR}, as the paper)")
-    p.add_argument("--seeds", type=positive_int, default=3, help="classifier seeds per replica (default 3, as A.4)")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="classifier seeds per replica (default 3, as A.4)")
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
     p.add_argument("--pca-images", type=positive_int, default=DEFAULT_PCA_IMAGES,
                    help=f"images the PCA covariance is computed on, drawn at random (default all "
                         f"{shapes.N_IMAGES:,}; fewer is faster but moves the PCA and ICA scores)")
     p.add_argument("--ica", choices=("pairs", "all"), default="pairs",
-                   help="one FastICA model per pair of shapes, averaged (default, as A.3), or one on all")
+                   help="one FastICA model per pair of shapes, averaged (default, as A.3), "
+                        "or one on all")
     p.add_argument("--untrained-inits", type=positive_int, default=1,
                    help="random initialisations of the untrained VAE, one replica each (default 1)")
-    t = p.add_argument_group("training DC-IGN and InfoGAN (checkpoints, logs and --resume as train.py)")
-    t.add_argument("--train", choices=sorted(TRAINED), help="train this baseline instead of a table")
-    t.add_argument("--steps", type=positive_int, default=20_000, help="training steps (default 20,000; with --resume, the new total)")
-    t.add_argument("--out", help="checkpoint path; the CSV log goes beside it (default dcign.pt / infogan.pt)")
+    t = p.add_argument_group("training DC-IGN and InfoGAN "
+                             "(checkpoints, logs and --resume as train.py)")
+    t.add_argument("--train", choices=sorted(TRAINED),
+                   help="train this baseline instead of a table")
+    t.add_argument("--steps", type=positive_int, default=20_000,
+                   help="training steps (default 20,000; with --resume, the new total)")
+    t.add_argument("--out",
+                   help="checkpoint path; the CSV log goes beside it "
+                        "(default dcign.pt / infogan.pt)")
     t.add_argument("--resume", action="store_true", help="continue the run saved at --out")
-    t.add_argument("--overwrite", action="store_true", help="start again at an --out that holds a run")
-    t.add_argument("--train-batch-size", type=positive_int, default=64, help="images per training step (default 64)")
-    t.add_argument("--train-seed", type=seed_arg, default=0, help="seed of the weights, noise and batches (default 0)")
-    t.add_argument("--log-every", type=positive_int, default=100, help="steps between progress lines and CSV rows")
-    t.add_argument("--save-every", type=positive_int, default=1000, help="steps between checkpoints")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start again at an --out that holds a run")
+    t.add_argument("--train-batch-size", type=positive_int, default=64,
+                   help="images per training step (default 64)")
+    t.add_argument("--train-seed", type=seed_arg, default=0,
+                   help="seed of the weights, noise and batches (default 0)")
+    t.add_argument("--log-every", type=positive_int, default=100,
+                   help="steps between progress lines and CSV rows")
+    t.add_argument("--save-every", type=positive_int, default=1000,
+                   help="steps between checkpoints")
     t.add_argument("--save-minutes", type=positive_float, default=runs.SAVE_MINUTES,
-                   help=f"minutes of training between checkpoints, whichever comes first (default {runs.SAVE_MINUTES:g})")
-    t.add_argument("--eval-every", type=positive_int, help="steps between disentanglement scores in the CSV")
+                   help="minutes of training between checkpoints, whichever comes first "
+                        f"(default {runs.SAVE_MINUTES:g})")
+    t.add_argument("--eval-every", type=positive_int,
+                   help="steps between disentanglement scores in the CSV")
     t.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed")
     p.add_argument("--no-cache", action="store_true",
-                   help="encode the checkpoints afresh; neither read nor write their <stem>.codes.pt")
-    p.add_argument("--device", help="device for rendering and encoding (default: cuda, then mps, then cpu)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--batch-size", type=positive_int, default=8192, help="images per rendering batch (default 8192)")
+                   help="encode the checkpoints afresh; neither read nor write their "
+                        "<stem>.codes.pt")
+    p.add_argument("--device",
+                   help="device for rendering and encoding (default: cuda, then mps, then cpu)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--batch-size", type=positive_int, default=8192,
+                   help="images per rendering batch (default 8192)")
     return p
 
 
-CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}  # --train-* flags: their config keys
-TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every", "save_minutes", "eval_every",
-                  "bf16"}  # a --resume refuses any of these that differs from the checkpoint's
+# --train-* flags: their config keys
+CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}
+# a --resume refuses any of these that differs from the checkpoint's
+TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
+                  "save_minutes", "eval_every", "bf16"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
     """The run's train.py-style config: with --resume the checkpoint's own, given the new --steps;
     else the paper's network and optimiser with the flags' settings."""
-    if args.resume:  # as train.py's: the checkpoint's settings, a new total if --steps is given, others refused
+    # as train.py's: the checkpoint's settings, a new total if --steps is given, others refused
+    if args.resume:
         config = runs.read_resume_checkpoint(out)["config"]
         if config.get("baseline") != args.train:
             raise UsageError(f"--resume: {out} is not a {args.train} checkpoint")
-        given = {CONFIG_OF.get(flag, flag): value for flag, value in runs.flags_given(build_parser()).items()
+        given = {CONFIG_OF.get(flag, flag): value
+                 for flag, value in runs.flags_given(build_parser()).items()
                  if flag in TRAINING_FLAGS}
         runs.check_same_settings(out, config, given, {"steps"})
         return {**config, "steps": given.get("steps", config["steps"])}
     baseline = TRAINED[args.train]
     config = {"baseline": args.train, "dataset": "shapes", "channels": 1, "latents": 10,
-              "optimizer": baseline.optimizer, "lr": baseline.lr, "batch_size": args.train_batch_size,
-              "steps": args.steps, "seed": args.train_seed, "bf16": args.bf16, "log_every": args.log_every,
-              "save_every": args.save_every, "save_minutes": args.save_minutes, "eval_every": args.eval_every}
+              "optimizer": baseline.optimizer, "lr": baseline.lr,
+              "batch_size": args.train_batch_size, "steps": args.steps, "seed": args.train_seed,
+              "bf16": args.bf16, "log_every": args.log_every, "save_every": args.save_every,
+              "save_minutes": args.save_minutes, "eval_every": args.eval_every}
     runs.settle_bf16(config, device)
     return config
 
@@ -786,7 +875,8 @@ def score_replicas(label: str, replicas: list[metric.Codes], L: int, table2: boo
     progress(f"{label}, L = {L}: scoring {len(replicas)} replica(s) × {args.seeds} seed(s)")
     scores, accuracies = score_row(Row(label, lambda: replicas), args.seeds, args.seed, table2, L=L,
                                    progress=progress, n_train=args.n_train, n_test=args.n_test,
-                                   steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+                                   steps=args.classifier_steps, lr=args.classifier_lr,
+                                   optimizer=args.classifier)
     mean, std = metric.mean_std(scores)
     progress(f"{label}, L = {L}: {100 * mean:.2f} ± {100 * std:.2f} % over {len(scores)} score(s): "
              f"{', '.join(f'{100 * s:.2f}' for s in scores)} ({time.perf_counter() - t:.0f} s)")
@@ -794,7 +884,8 @@ def score_replicas(label: str, replicas: list[metric.Codes], L: int, table2: boo
 
 
 def score_rows(rows: list[Row], args: argparse.Namespace
-               ) -> tuple[dict[int, list[tuple[str, list[float]]]], list[tuple[str, list[dict[str, float]]]]]:
+               ) -> tuple[dict[int, list[tuple[str, list[float]]]],
+                          list[tuple[str, list[dict[str, float]]]]]:
     """Each row's scores at every --L (with --a4 the kept half), by L; with --table2 its A.5
     accuracies, at the first L."""
     results: dict[int, list[tuple[str, list[float]]]] = {L: [] for L in args.L}
@@ -802,30 +893,35 @@ def score_rows(rows: list[Row], args: argparse.Namespace
     for row in rows:
         replicas = list(row.codes())  # encoded once, scored at every L
         for k, L in enumerate(args.L):
-            scores, accuracies = score_replicas(row.label, replicas, L, args.table2 and k == 0, args)
+            scores, accuracies = score_replicas(row.label, replicas, L, args.table2 and k == 0,
+                                                args)
             results[L].append((row.label, metric.a4_protocol(scores)[2] if args.a4 else scores))
             if accuracies:
                 table2.append((row.label, accuracies))
     return results, table2
 
 
-def print_tables(results: dict[int, list[tuple[str, list[float]]]], table2: list[tuple[str, list[dict[str, float]]]],
-                 notes: list[str], args: argparse.Namespace) -> None:
-    """On stdout: the Fig. 6 table of each L under its settings, Table 2 with --table2, then the rows' notes."""
-    classifier = metric.classifier_description(args.classifier, args.classifier_steps, args.classifier_lr)
+def print_tables(results: dict[int, list[tuple[str, list[float]]]],
+                 table2: list[tuple[str, list[dict[str, float]]]], notes: list[str],
+                 args: argparse.Namespace) -> None:
+    """On stdout: the Fig. 6 table of each L under its settings, Table 2 with --table2, then the
+    rows' notes."""
+    classifier = metric.classifier_description(args.classifier, args.classifier_steps,
+                                               args.classifier_lr)
     for L in args.L:
         print(format_table(results[L], args.markdown))
         print()
         print(f"Metric: L = {L}, {args.n_train:,} train / {args.n_test:,} test points, factors "
-              f"{', '.join(shapes.FACTOR_NAMES[f] for f in metric.PAPER_FACTORS)}; linear softmax, {classifier}; "
+              f"{', '.join(shapes.FACTOR_NAMES[f] for f in metric.PAPER_FACTORS)}; "
+              f"linear softmax, {classifier}; "
               f"{args.seeds} classifier seed(s) per replica, std over seeds and replicas"
               + (", the bottom half of each row's scores dropped (A.4)." if args.a4 else "."))
         print()
     if args.table2:
         print(format_table2(table2, args.markdown))
         print()
-        print(f"Table 2 (A.5): {args.n_train:,} train / {args.n_test:,} test codes per factor, classifier seed "
-              f"{args.seed}, mean over replicas; the paper's figure in brackets.")
+        print(f"Table 2 (A.5): {args.n_train:,} train / {args.n_test:,} test codes per factor, "
+              f"classifier seed {args.seed}, mean over replicas; the paper's figure in brackets.")
     for note in notes:
         print(f"{note}.")
 
@@ -834,11 +930,14 @@ def fig6_table(args: argparse.Namespace) -> None:
     """--table: the rows of --rows and of the checkpoints, scored at every --L and printed."""
     names = row_names(args.rows)
     device = pick_device(args.device)
-    extra = checkpoint_rows(args.checkpoints, device, args.batch_size, not args.no_cache, progress)  # fail before any work
-    progress(f"baselines.py: the Fig. 6 table on {device}, {torch.get_num_threads()} CPU threads: rows "
-             f"{', '.join([ROWS[n] for n in names] + args.checkpoints)} at L = {', '.join(map(str, args.L))}; "
+    # fail before any work
+    extra = checkpoint_rows(args.checkpoints, device, args.batch_size, not args.no_cache, progress)
+    progress(f"baselines.py: the Fig. 6 table on {device}, {torch.get_num_threads()} CPU threads: "
+             f"rows {', '.join([ROWS[n] for n in names] + args.checkpoints)} "
+             f"at L = {', '.join(map(str, args.L))}; "
              f"progress here on stderr, the table on stdout"
-             + ("" if not args.checkpoints or args.no_cache else "; checkpoint codes cached as <stem>.codes.pt"))
+             + ("" if not args.checkpoints or args.no_cache
+                else "; checkpoint codes cached as <stem>.codes.pt"))
     rows, notes = baseline_rows(names, args, device, progress)
     results, table2 = score_rows(rows + extra, args)
     print_tables(results, table2, notes, args)

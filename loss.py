@@ -49,7 +49,8 @@ def beta_vae_loss(output: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logva
     recon = reconstruction_nll(output, x, likelihood).mean()
     kl_latent = kl_per_latent(mu, logvar).mean(0)  # (M,)
     kl = kl_latent.sum()
-    return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "kl_per_latent": kl_latent}  # Eq. 4
+    # Eq. 4
+    return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "kl_per_latent": kl_latent}
 
 
 def capacity_loss(parts: dict[str, torch.Tensor], gamma: float, capacity: float) -> torch.Tensor:

@@ -36,8 +36,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
-    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
+# Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT,
+                  lambda signum, frame: (os.write(2, b"interrupted while starting\n"),
+                                         os._exit(130)))
 
 import torch
 from torch import nn
@@ -73,9 +76,11 @@ def disentanglement_score(codes: Codes, *, L: int = DEFAULT_L, n_train: int = DE
                                  steps, lr, seed, optimizer)
 
 
-def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...], generator: torch.Generator,
-                  batch: int = 1000, progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points of Sec. 3: the mean over L pairs of |z1 − z2| (n, D), and the fixed factor y (n,)."""
+def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...],
+                  generator: torch.Generator, batch: int = 1000,
+                  progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """n points of Sec. 3: the mean over L pairs of |z1 − z2| (n, D), and the fixed
+    factor y (n,)."""
     y = torch.tensor(factors)[torch.randint(len(factors), (n,), generator=generator)]  # (n,)
     v1 = shapes.sample_factors(n * L, generator).view(n, L, 5)
     v2 = shapes.sample_factors(n * L, generator).view(n, L, 5)
@@ -88,7 +93,8 @@ def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...], genera
         z1 = lookup(codes, i1[s:s + batch].reshape(-1)).float()  # (b·L, D)
         z2 = lookup(codes, i2[s:s + batch].reshape(-1)).float()
         z_diff.append((z1 - z2).abs().view(-1, L, z1.shape[1]).mean(1))  # Eq. 5: (b, D)
-        if progress is not None and time.perf_counter() - last >= PROGRESS_SECONDS:  # codes rendered on demand are slow
+        # codes rendered on demand are slow
+        if progress is not None and time.perf_counter() - last >= PROGRESS_SECONDS:
             last = time.perf_counter()
             progress(f"  z_diff of {min(s + batch, n):,} of {n:,} points ({last - start:.0f} s)")
     return torch.cat(z_diff), y
@@ -101,7 +107,8 @@ def lookup(codes: Codes, index: torch.Tensor) -> torch.Tensor:
 
 def fit_linear_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor,
                           y_test: torch.Tensor, classes: int, steps: int = CLASSIFIER_STEPS,
-                          lr: float = CLASSIFIER_LR, seed: int = 0, optimizer: str = CLASSIFIER) -> float:
+                          lr: float = CLASSIFIER_LR, seed: int = 0,
+                          optimizer: str = CLASSIFIER) -> float:
     """Linear softmax classifier trained to convergence on the NLL: accuracy on the test set.
 
     The paper trains it with Adagrad lr 1e-2 "until convergence". Full-batch L-BFGS reaches
@@ -125,7 +132,8 @@ def fit_linear_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_test: 
     with torch.enable_grad():
         if optimizer == "lbfgs":
             lbfgs = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=steps, history_size=20,
-                                      tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+                                      tolerance_grad=1e-7, tolerance_change=1e-10,
+                                      line_search_fn="strong_wolfe")
 
             def closure() -> torch.Tensor:
                 lbfgs.zero_grad(set_to_none=True)
@@ -146,7 +154,8 @@ def fit_linear_classifier(x_train: torch.Tensor, y_train: torch.Tensor, x_test: 
         return (linear(x_test).argmax(1) == y_test).float().mean().item()
 
 
-# ---------------------------------------------------------------- the representation of an encoder: its mean μ for every image
+# ---------------------------------------------------------------- the representation of an encoder:
+# its mean μ for every image
 
 def encode_all(encoder: Encoder, device: torch.device | str | None = None, batch_size: int = 8192,
                progress: Progress = None) -> torch.Tensor:
@@ -163,11 +172,13 @@ def encode_all(encoder: Encoder, device: torch.device | str | None = None, batch
     with torch.inference_mode():
         for start in range(0, shapes.N_IMAGES, batch_size):
             index = torch.arange(start, min(start + batch_size, shapes.N_IMAGES), device=device)
-            x = shapes.render(shapes.index_to_classes(index), out=buffer[:len(index)])  # (B, 1, 64, 64)
+            # (B, 1, 64, 64)
+            x = shapes.render(shapes.index_to_classes(index), out=buffer[:len(index)])
             chunks.append(encode(x).float().cpu())
             if progress is not None and time.perf_counter() - last >= PROGRESS_SECONDS:
                 last = time.perf_counter()
-                progress(f"encoded {start + len(index):,} of {shapes.N_IMAGES:,} images ({last - started:.0f} s)")
+                progress(f"encoded {start + len(index):,} of {shapes.N_IMAGES:,} images "
+                         f"({last - started:.0f} s)")
     return torch.cat(chunks)
 
 
@@ -179,7 +190,8 @@ def rendered_codes(encoder: Encoder, device: torch.device | str | None = None) -
 
     def codes(index: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return encode(shapes.render(shapes.index_to_classes(index.to(device)))).float().cpu()  # (N, D)
+            # (N, D)
+            return encode(shapes.render(shapes.index_to_classes(index.to(device)))).float().cpu()
     return codes
 
 
@@ -196,21 +208,24 @@ def model_encoder(encoder: Encoder) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda x: encoder.encode(x)[0]
     if callable(encoder):
         return encoder
-    raise TypeError(f"an encoder is a callable images -> mu or a module with encode(x) -> (mu, logvar), "
-                    f"not {type(encoder).__name__}")
+    raise TypeError(f"an encoder is a callable images -> mu or a module with "
+                    f"encode(x) -> (mu, logvar), not {type(encoder).__name__}")
 
 
 def is_fc_vae(model) -> bool:
-    """Whether `model` is model.py's fc β-VAE, known by its parts (not by importing its class, which a
-    project's own model.py may name too): config arch "fc", encoder Flatten, Linear(4096, ·), ..."""
+    """Whether `model` is model.py's fc β-VAE, known by its parts (not by importing its class,
+    which a project's own model.py may name too): config arch "fc", encoder Flatten,
+    Linear(4096, ·), ..."""
     config, layers = getattr(model, "config", None), getattr(model, "encoder", None)
-    return (isinstance(config, dict) and config.get("arch") == "fc" and isinstance(layers, nn.Sequential)
-            and len(layers) > 2 and isinstance(layers[0], nn.Flatten) and isinstance(layers[1], nn.Linear)
+    return (isinstance(config, dict) and config.get("arch") == "fc"
+            and isinstance(layers, nn.Sequential) and len(layers) > 2
+            and isinstance(layers[0], nn.Flatten) and isinstance(layers[1], nn.Linear)
             and layers[1].in_features == 64 * 64)
 
 
 def binary_mu(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """mu (B, M) of the fc encoder for binary images x (B, 1, 64, 64), equal to model.encode(x)[0] up to rounding.
+    """mu (B, M) of the fc encoder for binary images x (B, 1, 64, 64), equal to model.encode(x)[0]
+    up to rounding.
 
     A binary image's first layer is the sum of the weight columns of its on pixels (4 % of them
     on 2D shapes), so an embedding-bag sum replaces the dense 4096×1200 matmul.
@@ -225,8 +240,8 @@ def binary_mu(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def training_score(model: nn.Module, device: torch.device) -> float:
-    """The Sec. 3 score at the defaults, for train.py --eval-every: the model in eval mode meanwhile,
-    and the caller's random state as it was."""
+    """The Sec. 3 score at the defaults, for train.py --eval-every: the model in eval mode
+    meanwhile, and the caller's random state as it was."""
     model.eval()
     # Scoring draws random numbers (the classifier's init) from torch's global generators; training
     # draws from its own, and the fork leaves the global state to the caller as it was.
@@ -243,7 +258,8 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-# ---------------------------------------------------------------- A.4: replicas and classifier seeds; A.5: each factor from z
+# ---------------------------------------------------------------- A.4: replicas and classifier
+# seeds; A.5: each factor from z
 
 def mean_std(scores: list[float]) -> tuple[float, float]:
     """Mean and (population) standard deviation: the ± of every table."""
@@ -257,20 +273,24 @@ def a4_protocol(scores: list[float]) -> tuple[float, float, list[float]]:
     return *mean_std(kept), kept
 
 
-def factor_classification(codes: Codes, *, n_train: int = DEFAULT_N_TRAIN, n_test: int = DEFAULT_N_TEST,
+def factor_classification(codes: Codes, *, n_train: int = DEFAULT_N_TRAIN,
+                          n_test: int = DEFAULT_N_TEST,
                           seed: int = 0, steps: int = CLASSIFIER_STEPS, lr: float = CLASSIFIER_LR,
                           optimizer: str = CLASSIFIER) -> dict[str, float]:
-    """A.5 / Table 2: for each factor, a linear classifier's accuracy at predicting its value from z."""
+    """A.5 / Table 2: for each factor, a linear classifier's accuracy at predicting its
+    value from z."""
     g = torch.Generator().manual_seed(seed)
     index = torch.randint(shapes.N_IMAGES, (n_train + n_test,), generator=g)
     z = lookup(codes, index).float()  # (n, D)
     classes = shapes.index_to_classes(index)  # (n, 5)
-    return {name: fit_linear_classifier(z[:n_train], classes[:n_train, f], z[n_train:], classes[n_train:, f],
-                                        shapes.FACTOR_SIZES[f], steps, lr, seed, optimizer)
+    return {name: fit_linear_classifier(z[:n_train], classes[:n_train, f], z[n_train:],
+                                        classes[n_train:, f], shapes.FACTOR_SIZES[f], steps, lr,
+                                        seed, optimizer)
             for f, name in enumerate(shapes.FACTOR_NAMES)}
 
 
-# ---------------------------------------------------------------- other metrics: MIG (Chen et al. 2018), the FactorVAE metric (Kim & Mnih 2018)
+# ---------------------------------------------------------------- other metrics:
+# MIG (Chen et al. 2018), the FactorVAE metric (Kim & Mnih 2018)
 
 # disentanglement_lib's settings (--dlib): MIG and FactorVAE's pruning read 10,000 images.
 DLIB_IMAGES = 10000
@@ -288,8 +308,9 @@ def mig(codes: torch.Tensor, bins: int = 20, n_images: int | None = None, seed: 
         torch.randint(shapes.N_IMAGES, (n_images,), generator=torch.Generator().manual_seed(seed))
     classes = shapes.index_to_classes(index)  # (N, 5)
     normalised = mutual_information(codes[index], classes, bins) / factor_entropy(classes)  # (D, 5)
+    # (2, 5): the two most informative dimensions
     top = normalised.topk(2, dim=0).values if len(normalised) > 1 else \
-        torch.cat([normalised, torch.zeros_like(normalised)])  # (2, 5): the two most informative dimensions
+        torch.cat([normalised, torch.zeros_like(normalised)])
     return (top[0] - top[1]).mean().item()
 
 
@@ -342,13 +363,15 @@ def factor_vae_score(codes: torch.Tensor, *, L: int = 64, n_train: int = 10000, 
         active = std >= 0.05
     else:
         std = codes.std(0)  # (D,)
-        active = std > 0.05 * std.max() if std.max() > 0 else torch.zeros_like(std, dtype=torch.bool)
+        active = (std > 0.05 * std.max() if std.max() > 0
+                  else torch.zeros_like(std, dtype=torch.bool))
     normalised = codes[:, active] / std[active]  # (N, D_active)
 
     def votes(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         k = torch.randint(5, (n,), generator=g)  # the fixed factor
         v = shapes.sample_factors(n * L, g).view(n, L, 5)
-        value = shapes.sample_factors(n, g)  # (n, 5): the fixed value is the same across the L images
+        # (n, 5): the fixed value is the same across the L images
+        value = shapes.sample_factors(n, g)
         fixed = torch.nn.functional.one_hot(k, 5).bool()[:, None, :].expand(n, L, 5)
         v = torch.where(fixed, value[:, None, :].expand(n, L, 5), v)
         if normalised.shape[1] == 0:
@@ -363,7 +386,8 @@ def factor_vae_score(codes: torch.Tensor, *, L: int = 64, n_train: int = 10000, 
     return (counts.argmax(1)[d_test] == k_test).float().mean().item()
 
 
-# ---------------------------------------------------------------- the cache: a checkpoint's codes, encoded once, beside it
+# ---------------------------------------------------------------- the cache: a checkpoint's codes,
+# encoded once, beside it
 
 def codes_path(checkpoint: str) -> Path:
     """Where a checkpoint's codes are cached: <stem>.codes.pt beside it."""
@@ -386,8 +410,10 @@ def weights_digest(model: torch.nn.Module) -> str:
 
 
 def checkpoint_codes(path: str, model: torch.nn.Module, device: torch.device | str | None = None,
-                     cache: bool = True, batch_size: int = 8192, progress: Progress = None) -> torch.Tensor:
-    """The codes μ (737280, M) of the model loaded from checkpoint `path`: encoded once, then cached.
+                     cache: bool = True, batch_size: int = 8192,
+                     progress: Progress = None) -> torch.Tensor:
+    """The codes μ (737280, M) of the model loaded from checkpoint `path`:
+    encoded once, then cached.
 
     The cache, <stem>.codes.pt beside the checkpoint, holds the codes and the digest of the
     weights they came from; it is read when the digest matches and rebuilt when it does not.
@@ -400,19 +426,24 @@ def checkpoint_codes(path: str, model: torch.nn.Module, device: torch.device | s
     target, digest, t = codes_path(path), weights_digest(model), time.perf_counter()
     try:
         saved = torch.load(target, map_location="cpu", weights_only=True)
-        if isinstance(saved, dict) and saved.get("weights_sha256") == digest and is_code_table(saved.get("codes"), encode):
+        if (isinstance(saved, dict) and saved.get("weights_sha256") == digest
+                and is_code_table(saved.get("codes"), encode)):
             say(f"codes of {path}: read from {target} ({time.perf_counter() - t:.1f} s)")
             return saved["codes"]
-        say(f"codes of {path}: {target} is of other weights or not a table of their codes; encoding again")
+        say(f"codes of {path}: {target} is of other weights or not a table of their codes; "
+            f"encoding again")
     except FileNotFoundError:
         pass
-    except Exception as e:  # torch raises many types for a corrupt file: encode again and replace it
+    except Exception as e:
+        # torch raises many types for a corrupt file: encode again and replace it
         say(f"codes of {path}: {target} is unreadable ({e.__class__.__name__}); encoding again")
-    say(f"codes of {path}: encoding all {shapes.N_IMAGES:,} images (cached in {target} for next time)")
+    say(f"codes of {path}: encoding all {shapes.N_IMAGES:,} images "
+        f"(cached in {target} for next time)")
     codes = encode_all(encode, device, batch_size, progress)
     from runs import write_atomically  # the run's machinery: a crash never leaves half a cache
     try:
-        write_atomically(str(target), lambda f: torch.save({"weights_sha256": digest, "codes": codes}, f))
+        write_atomically(str(target),
+                         lambda f: torch.save({"weights_sha256": digest, "codes": codes}, f))
     except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError on a full disk
         say(f"codes of {path}: not cached ({str(e).splitlines()[0]})")
     return codes
@@ -424,7 +455,8 @@ def is_code_table(codes, encode: Callable[[torch.Tensor], torch.Tensor]) -> bool
     if not isinstance(codes, torch.Tensor) or codes.dim() != 2 or not codes.is_floating_point():
         return False
     with torch.inference_mode():
-        width = encode(shapes.render(shapes.index_to_classes(torch.zeros(1, dtype=torch.long)))).shape[1]
+        width = encode(shapes.render(shapes.index_to_classes(
+            torch.zeros(1, dtype=torch.long)))).shape[1]
     return codes.shape == (shapes.N_IMAGES, width) and bool(torch.isfinite(codes).all())
 
 
@@ -433,7 +465,8 @@ def is_code_table(codes, encode: Callable[[torch.Tensor], torch.Tensor]) -> bool
 # disentanglement_lib's β-VAE metric fixes one of all five factors (shape included) with L = 64.
 DLIB_L = 64
 
-# Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std for ground truth.
+# Fig. 6 (left): metric accuracy on 2D shapes in %, as (mean, std); the paper gives no std
+# for ground truth.
 PAPER = {
     "ground truth": (100.0, None),
     "raw pixels": (45.75, 0.8),
@@ -447,12 +480,14 @@ PAPER = {
 }
 # The training-free rows as this code scores them (%, A.4 mean) at the L they were measured at, with
 #   python baselines.py --table --a4 --L 16 64 --rows gt,pixels,pca,ica,untrained
-# The paper does not state its L, and these rows move with it: a score reads against rows at its own L.
+# The paper does not state its L, and these rows move with it: a score reads against rows at
+# its own L.
 MEASURED = {
     16: {"VAE untrained": 47.93, "raw pixels": 40.58, "PCA": 88.04},
     64: {"VAE untrained": 69.76, "raw pixels": 62.68, "PCA": 96.11},
 }
-IN_CONTEXT = ("β-VAE (β = 4)", "VAE (β = 1)", "VAE untrained", "raw pixels")  # the paper's rows printed beside a score
+# the paper's rows printed beside a score
+IN_CONTEXT = ("β-VAE (β = 4)", "VAE (β = 1)", "VAE untrained", "raw pixels")
 
 
 def classifier_description(classifier: str = CLASSIFIER, steps: int = CLASSIFIER_STEPS,
@@ -464,7 +499,8 @@ def classifier_description(classifier: str = CLASSIFIER, steps: int = CLASSIFIER
 
 
 def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
-    """A checkpoint's model, if it was trained on 2D shapes; UsageError with a clear reason if not."""
+    """A checkpoint's model, if it was trained on 2D shapes; UsageError with a clear
+    reason if not."""
     from model import load_checkpoint
     from runs import UsageError
     model, config = load_checkpoint(path, device)
@@ -474,13 +510,15 @@ def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
 
 
 def in_context(L: int, factors: tuple[int, ...]) -> str:
-    """The reference points of a score: the paper's Fig. 6 rows, and this code's training-free rows at L."""
+    """The reference points of a score: the paper's Fig. 6 rows, and this code's training-free
+    rows at L."""
     paper = ", ".join(f"{label} {PAPER[label][0]:g}" for label in IN_CONTEXT)
     line = f"  in context (%): paper (Fig. 6): {paper}"
     if factors != PAPER_FACTORS:
         line += "; with shape among the factors, the paper's and this code's rows do not apply"
     elif L in MEASURED:
-        line += f"; this code at L = {L}: " + ", ".join(f"{k} {v:g}" for k, v in MEASURED[L].items())
+        line += (f"; this code at L = {L}: "
+                 + ", ".join(f"{k} {v:g}" for k, v in MEASURED[L].items()))
     else:
         line += f"; this code's own rows at these settings: python baselines.py --table --L {L}"
     return line
@@ -490,41 +528,60 @@ def build_parser() -> argparse.ArgumentParser:
     from replicas import PROBE_IMAGES, ROTATION_ANGLES, ROTATION_L
     from runs import positive_float, positive_int, seed_arg
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
     p.add_argument("checkpoints", nargs="+", help="train.py checkpoints of 2D-shapes models")
-    p.add_argument("--L", type=positive_int, help=f"pairs averaged per point (default {DEFAULT_L}; {DLIB_L} with --dlib)")
-    p.add_argument("--n-train", type=positive_int, default=DEFAULT_N_TRAIN, help=f"classifier training points (default {DEFAULT_N_TRAIN})")
-    p.add_argument("--n-test", type=positive_int, default=DEFAULT_N_TEST, help=f"held-out points (default {DEFAULT_N_TEST}, as the paper)")
-    p.add_argument("--include-shape", action="store_true", help="let y be shape too (the paper uses 4 factors)")
+    p.add_argument("--L", type=positive_int,
+                   help=f"pairs averaged per point (default {DEFAULT_L}; {DLIB_L} with --dlib)")
+    p.add_argument("--n-train", type=positive_int, default=DEFAULT_N_TRAIN,
+                   help=f"classifier training points (default {DEFAULT_N_TRAIN})")
+    p.add_argument("--n-test", type=positive_int, default=DEFAULT_N_TEST,
+                   help=f"held-out points (default {DEFAULT_N_TEST}, as the paper)")
+    p.add_argument("--include-shape", action="store_true",
+                   help="let y be shape too (the paper uses 4 factors)")
     p.add_argument("--classifier", choices=("lbfgs", "adagrad"), default=CLASSIFIER,
-                   help="optimizer of the linear classifier: lbfgs converges (default); adagrad is the paper's")
+                   help="optimizer of the linear classifier: lbfgs converges (default); "
+                        "adagrad is the paper's")
     p.add_argument("--classifier-steps", type=positive_int, default=CLASSIFIER_STEPS,
-                   help=f"L-BFGS iterations at most, or Adagrad full-batch steps (default {CLASSIFIER_STEPS})")
-    p.add_argument("--classifier-lr", type=positive_float, default=CLASSIFIER_LR, help=f"Adagrad learning rate (default {CLASSIFIER_LR}, as the paper)")
-    p.add_argument("--seeds", type=positive_int, help="classifier seeds per checkpoint (default 1; 3 for several checkpoints, as A.4)")
-    p.add_argument("--table2", action="store_true", help="also print the A.5 factor classification accuracies")
+                   help=f"L-BFGS iterations at most, or Adagrad full-batch steps "
+                        f"(default {CLASSIFIER_STEPS})")
+    p.add_argument("--classifier-lr", type=positive_float, default=CLASSIFIER_LR,
+                   help=f"Adagrad learning rate (default {CLASSIFIER_LR}, as the paper)")
+    p.add_argument("--seeds", type=positive_int,
+                   help="classifier seeds per checkpoint "
+                        "(default 1; 3 for several checkpoints, as A.4)")
+    p.add_argument("--table2", action="store_true",
+                   help="also print the A.5 factor classification accuracies")
     p.add_argument("--all", action="store_true", help="also print MIG and the FactorVAE metric")
     p.add_argument("--dlib", action="store_true",
-                   help=f"disentanglement_lib's settings for every metric: L = {DLIB_L} with shape among the factors, "
-                        f"MIG on {DLIB_IMAGES:,} images, FactorVAE pruned at std 0.05; implies --all")
+                   help=f"disentanglement_lib's settings for every metric: L = {DLIB_L} "
+                        f"with shape among the factors, MIG on {DLIB_IMAGES:,} images, "
+                        f"FactorVAE pruned at std 0.05; implies --all")
     p.add_argument("--latents", action="store_true",
-                   help="also print which latent carries which factor: KL, mutual information table, position angle, MIG")
+                   help="also print which latent carries which factor: KL, mutual information "
+                        "table, position angle, MIG")
     p.add_argument("--rotate", nargs="*", type=int, metavar="I J",
-                   help=f"also turn latents I and J (default: the position pair) by {ROTATION_ANGLES[0]}-"
-                        f"{ROTATION_ANGLES[-1]}°: Eq. 4 on fixed images and noise, score at L = "
+                   help=f"also turn latents I and J (default: the position pair) by "
+                        f"{ROTATION_ANGLES[0]}-{ROTATION_ANGLES[-1]}°: Eq. 4 on fixed images and "
+                        f"noise, score at L = "
                         + " and ".join(map(str, ROTATION_L)))
     p.add_argument("--probe-images", type=positive_int, default=PROBE_IMAGES,
-                   help=f"fixed images of --latents' KL and --rotate's Eq. 4 (default {PROBE_IMAGES})")
+                   help=f"fixed images of --latents' KL and --rotate's Eq. 4 "
+                        f"(default {PROBE_IMAGES})")
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
-    p.add_argument("--no-cache", action="store_true", help="encode afresh; neither read nor write <stem>.codes.pt")
-    p.add_argument("--device", help="device for encoding: cuda, mps or cpu (default: cuda, then mps, then cpu)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--batch-size", type=positive_int, default=8192, help="images per encoder batch (default 8192)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="encode afresh; neither read nor write <stem>.codes.pt")
+    p.add_argument("--device", help="device for encoding: cuda, mps or cpu "
+                                    "(default: cuda, then mps, then cpu)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--batch-size", type=positive_int, default=8192,
+                   help="images per encoder batch (default 8192)")
     return p
 
 
-def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace, device: torch.device,
-                     factors: tuple[int, ...], seeds: int) -> list[float]:
+def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace,
+                     device: torch.device, factors: tuple[int, ...], seeds: int) -> list[float]:
     """One checkpoint's lines: its scores at `seeds` classifier seeds in context, and with --table2,
     --all or --dlib the other metrics; returns the scores."""
     t = time.perf_counter()
@@ -532,19 +589,24 @@ def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace
     encoded = time.perf_counter() - t
     say(f"{path}: scoring with {seeds} classifier seed(s)")
     classifier = dict(steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
-    scores = [disentanglement_score(codes, L=args.L, n_train=args.n_train, n_test=args.n_test, factors=factors,
-                                    seed=args.seed + s, **classifier) for s in range(seeds)]
+    scores = [disentanglement_score(codes, L=args.L, n_train=args.n_train, n_test=args.n_test,
+                                    factors=factors, seed=args.seed + s, **classifier)
+              for s in range(seeds)]
     say(f"{path}: disentanglement score {', '.join(f'{s:.2%}' for s in scores)} "
         f"({time.perf_counter() - t:.1f} s, of which codes {encoded:.1f} s)")
     say(in_context(args.L, factors))
     if args.table2:
-        accuracy = factor_classification(codes, n_train=args.n_train, n_test=args.n_test, seed=args.seed, **classifier)
-        say("  A.5 factor classification: " + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
+        accuracy = factor_classification(codes, n_train=args.n_train, n_test=args.n_test,
+                                         seed=args.seed, **classifier)
+        say("  A.5 factor classification: "
+            + ", ".join(f"{k} {v:.2%}" for k, v in accuracy.items()))
     if args.all or args.dlib:
         images = f"{DLIB_IMAGES:,} images" if args.dlib else "all images"
-        say(f"  MIG {mig(codes, n_images=DLIB_IMAGES if args.dlib else None, seed=args.seed):.3f} ({images}), "
+        say(f"  MIG {mig(codes, n_images=DLIB_IMAGES if args.dlib else None, seed=args.seed):.3f} "
+            f"({images}), "
             f"FactorVAE metric {factor_vae_score(codes, seed=args.seed, dlib=args.dlib):.2%} "
-            f"(dimensions pruned below " + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
+            f"(dimensions pruned below "
+            + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
     if args.latents or args.rotate is not None:
         import replicas  # the analysis of trained replicas has a file of its own
         from model import load_checkpoint
@@ -566,16 +628,19 @@ def main() -> None:
             raise UsageError(f"--dlib scores at disentanglement_lib's L = {DLIB_L}: leave --L out")
         args.L = args.L or (DLIB_L if args.dlib else DEFAULT_L)
         device = pick_device(args.device)
-        models = [load_shapes_model(path, device) for path in args.checkpoints]  # fail before any work
+        # fail before any work
+        models = [load_shapes_model(path, device) for path in args.checkpoints]
         check_rotate(args.rotate, models, args.checkpoints)
         factors = (0,) + PAPER_FACTORS if args.include_shape or args.dlib else PAPER_FACTORS
         seeds = args.seeds or (3 if len(args.checkpoints) > 1 else 1)
-        say(f"metric.py: scoring {len(args.checkpoints)} checkpoint(s) on {device}, {torch.get_num_threads()} CPU "
-            f"threads; codes " + ("encoded afresh (--no-cache)" if args.no_cache else
-                                  "read from <stem>.codes.pt beside each checkpoint, or encoded and written there")
+        say(f"metric.py: scoring {len(args.checkpoints)} checkpoint(s) on {device}, "
+            f"{torch.get_num_threads()} CPU threads; codes "
+            + ("encoded afresh (--no-cache)" if args.no_cache else
+               "read from <stem>.codes.pt beside each checkpoint, or encoded and written there")
             + "; results on this screen")
-        say(("settings (disentanglement_lib's): " if args.dlib else "settings: ") + f"L={args.L}, {args.n_train} "
-            f"train / {args.n_test} test points, factors {', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; "
+        say(("settings (disentanglement_lib's): " if args.dlib else "settings: ")
+            + f"L={args.L}, {args.n_train} train / {args.n_test} test points, "
+            f"factors {', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; "
             f"standardised z_diff, linear softmax, "
             + classifier_description(args.classifier, args.classifier_steps, args.classifier_lr))
         scores = []

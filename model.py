@@ -80,11 +80,13 @@ class BetaVAE(nn.Module):
         """z (B, M) -> logits (B, C, 64, 64); sigmoid(logits) is the Bernoulli mean."""
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, noise: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor,
+                noise: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
         """One pass of the reparameterisation trick: logits, mu, logvar; eps drawn from `noise`
         (torch's global generator by default)."""
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=noise, dtype=mu.dtype, device=mu.device)  # (B, M) ~ N(0, I)
+        # (B, M) ~ N(0, I)
+        eps = torch.randn(mu.shape, generator=noise, dtype=mu.dtype, device=mu.device)
         z = mu + eps * (0.5 * logvar).exp()  # z = mu + sigma * eps
         return self.decode(z), mu, logvar
 
@@ -101,12 +103,16 @@ def read_checkpoint(path: str) -> dict:
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a folder, not a checkpoint") from None
     except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({e.__class__.__name__})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"{path} is not a readable checkpoint "
+                              f"({e.__class__.__name__})") from None
+    if (not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict)
+            or not isinstance(ckpt.get("config"), dict)):
         raise CheckpointError(f"{path} is not a checkpoint of this project (no model and config)")
-    # A diverged run's weights give NaN codes and figures: say so here, before any work is done on them.
+    # A diverged run's weights give NaN codes and figures: say so here,
+    # before any work is done on them.
     bad = next((k for k, v in ckpt["model"].items()
-                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()), None)
+                if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()),
+               None)
     if bad is not None:
         raise CheckpointError(f"{path} holds NaN or infinite weights ({bad}): its run diverged; "
                               f"train again with a smaller --lr")
@@ -118,21 +124,25 @@ def load_checkpoint(path: str, device: torch.device | str | None = None) -> tupl
     ckpt = read_checkpoint(path)
     config = ckpt["config"]
     if "baseline" in config:
-        raise CheckpointError(f"{path} is not a β-VAE but baselines.py's {config['baseline']} model: "
+        raise CheckpointError(f"{path} is not a β-VAE but baselines.py's "
+                              f"{config['baseline']} model: "
                               f"score it with python baselines.py --table {path}")
     check_architecture(config, path)
     model = BetaVAE(config["arch"], config["latents"], config.get("channels", 1))
     try:
         model.load_state_dict(ckpt["model"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise CheckpointError(f"{path}: model does not match its config ({str(e).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: model does not match its config "
+                              f"({str(e).splitlines()[0]})") from None
     return model.to(device or "cpu").eval(), config
 
 
 def check_architecture(config: dict, path: str) -> None:
-    """A checkpoint's config must name a Table 1 network: CheckpointError, not a traceback, for one that does not."""
+    """A checkpoint's config must name a Table 1 network: CheckpointError, not a traceback, for one
+    that does not."""
     latents, channels = config.get("latents"), config.get("channels", 1)
     if (config.get("arch") not in ("fc", "conv") or type(latents) is not int or latents <= 0
             or channels not in (1, 3)):
-        raise CheckpointError(f"{path}: its config names no Table 1 network (arch {config.get('arch')!r}, "
+        raise CheckpointError(f"{path}: its config names no Table 1 network "
+                              f"(arch {config.get('arch')!r}, "
                               f"latents {latents!r}, channels {channels!r})")

@@ -2,7 +2,8 @@
 
 Every other file reads as the paper (Higgins et al., ICLR 2017); the bookkeeping they share
 lives here, and a student may skip this file. Of the project it imports only model.py (whose
-checkpoint reader --resume uses), so any script may use it. What it guarantees, and the tests in test_all.py that prove it:
+checkpoint reader --resume uses), so any script may use it. What it guarantees, and the tests
+in test_all.py that prove it:
 
   one-line errors    bad input is one line on stderr and exit 1, Ctrl-C before any work exit 130,
                      SIGTERM 143, never a traceback (`cli_errors`); a closed stdout silences the
@@ -10,11 +11,13 @@ checkpoint reader --resume uses), so any script may use it. What it guarantees, 
                      *_bad_input_* tests, test_a_closed_stdout_never_costs_a_run_its_checkpoint
   safe files         a file is written to a temp file beside it and renamed (`write_atomically`),
                      so a crash leaves the old file whole; a checkpoint is read without running
-                     code (model.read_checkpoint): test_train_failed_save_keeps_the_last_checkpoint...,
+                     code (model.read_checkpoint):
+                     test_train_failed_save_keeps_the_last_checkpoint...,
                      test_load_checkpoint_rejects_bad_files
   one run per --out  `claim_out` checks the path, holds an flock, and never replaces a run unless
                      asked (--resume or --overwrite): test_train_refuses_an_existing_out...,
-                     test_train_refuses_a_second_run_on_one_out..., test_two_runs_started_together...
+                     test_train_refuses_a_second_run_on_one_out...,
+                     test_two_runs_started_together...
   any stop resumes   Ctrl-C, SIGTERM and --time-limit save between two steps (`Stop`), a kill loses
                      only the steps since the last save (every --save-every steps or --save-minutes,
                      whichever comes first), and --resume continues with the same
@@ -26,7 +29,8 @@ checkpoint reader --resume uses), so any script may use it. What it guarantees, 
   bf16 where faster  --bf16 falls back to fp32 on a CPU without native bfloat16 (`settle_bf16`):
                      test_train_bf16_falls_back_to_fp32_where_it_is_slower
 
-Sections: the command line, progress, files, claiming --out, stopping, the run's record, resuming, bf16.
+Sections: the command line, progress, files, claiming --out, stopping, the run's record, resuming,
+bf16.
 
     python train.py --out run.pt --time-limit 60   # then: python train.py --out run.pt --resume
 """
@@ -67,17 +71,20 @@ class UsageError(ValueError):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM outside a training loop: unwinds like Ctrl-C, so that half-written files are removed."""
+    """SIGTERM outside a training loop: unwinds like Ctrl-C, so that half-written files are
+    removed."""
 
 
 @contextmanager
 def cli_errors(prog: str, interrupted: str = "interrupted") -> Iterator[None]:
-    """Every CLI's main() runs in this: bad input, a full disk or a torch failure ends as one line on
-    stderr and exit 1, Ctrl-C or SIGTERM before any work is saved as one line and exit 130 or 143;
-    never a traceback. A closed stdout (`| head`, a lost terminal) silences the output, never the work."""
+    """Every CLI's main() runs in this: bad input, a full disk or a torch failure ends as one line
+    on stderr and exit 1, Ctrl-C or SIGTERM before any work is saved as one line and exit 130 or
+    143; never a traceback. A closed stdout (`| head`, a lost terminal) silences the output, never
+    the work."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),  # the start-up's is done
+        # the start-up's is done
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler),
                     signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
     sys.stdout = QuietOnClose(sys.stdout)
     try:
@@ -99,8 +106,8 @@ def terminate(signum: int, frame) -> None:
 
 
 class QuietOnClose:
-    """stdout that, once its reader has gone (BrokenPipeError), sends what follows to /dev/null: a failing
-    progress line must never cost a run its work."""
+    """stdout that, once its reader has gone (BrokenPipeError), sends what follows to /dev/null: a
+    failing progress line must never cost a run its work."""
 
     def __init__(self, stream):
         self.stream = stream
@@ -114,7 +121,8 @@ class QuietOnClose:
     def quietly(self, call, *args):
         try:
             return call(*args)
-        except BrokenPipeError:  # the same file descriptor, now /dev/null: later writes and the exit's flush succeed
+        except BrokenPipeError:
+            # the same file descriptor, now /dev/null: later writes and the exit's flush succeed
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, self.stream.fileno())
             os.close(devnull)
@@ -148,7 +156,8 @@ def check_device(name: str) -> torch.device:
         if count == 0:
             raise UsageError(f"--device {name}: this machine has no CUDA GPU (use cpu)")
         if device.index is not None and device.index >= count:
-            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+            raise UsageError(f"--device {name}: this machine has {count} CUDA device(s), "
+                             f"cuda:0 to cuda:{count - 1}")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UsageError(f"--device {name}: MPS is not available on this machine (use cpu)")
     return device
@@ -167,21 +176,24 @@ def seed_arg(text: str) -> int:
     try:
         seed = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: give a whole number such as 0") from None
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}: "
+                                         f"give a whole number such as 0") from None
     if not 0 <= seed < 2 ** 64:
         raise argparse.ArgumentTypeError(f"invalid seed {text}: it must be from 0 to 2**64 - 1")
     return seed
 
 
 def positive_number(text: str, kind: type = int, zero: bool = False) -> int | float:
-    """A count or rate from the command line: a finite number above 0 (or ≥ 0 with `zero`) of `kind`;
-    else argparse's error."""
+    """A count or rate from the command line: a finite number above 0 (or ≥ 0 with `zero`) of
+    `kind`; else argparse's error."""
     try:
         value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid {'whole ' if kind is int else ''}number {text!r}") from None
+        raise argparse.ArgumentTypeError(f"invalid {'whole ' if kind is int else ''}"
+                                         f"number {text!r}") from None
     if not (0 <= value if zero else 0 < value) or value == float("inf"):
-        must = "a finite number ≥ 0" if zero else "positive" + ("" if kind is int else " and finite")
+        must = ("a finite number ≥ 0" if zero
+                else "positive" + ("" if kind is int else " and finite"))
         raise argparse.ArgumentTypeError(f"{text}: it must be {must}")
     return value
 
@@ -234,7 +246,8 @@ def device_name(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
 
@@ -299,10 +312,11 @@ def claim_out(out: str, resume: bool, overwrite: bool) -> Iterator[None]:
     check_out(out, resume, overwrite)
     with out_lock(out):
         if Path(out).exists() and not (resume or overwrite):
-            raise UsageError(f"--out {out} holds a run ({out} and its log): add --resume to continue it, "
-                             f"or --overwrite to start again")
+            raise UsageError(f"--out {out} holds a run ({out} and its log): "
+                             f"add --resume to continue it, or --overwrite to start again")
         if log_path(out).exists() and not Path(out).exists() and not resume:
-            print(f"{log_path(out)}: the log of a run that saved no checkpoint; this run replaces it", flush=True)
+            print(f"{log_path(out)}: the log of a run that saved no checkpoint; "
+                  f"this run replaces it", flush=True)
         yield
 
 
@@ -313,24 +327,26 @@ def check_out(out: str, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise UsageError("give --resume (continue the run) or --overwrite (start again), not both")
     if Path(out).is_dir():
-        raise UsageError(f"--out {out} is a folder: give a checkpoint file path such as {Path(out) / 'ckpt.pt'}")
+        raise UsageError(f"--out {out} is a folder: "
+                         f"give a checkpoint file path such as {Path(out) / 'ckpt.pt'}")
     if log_path(out) == Path(out):
         raise UsageError(f"--out {out} would be overwritten by the CSV log: "
                          f"give the checkpoint another suffix, such as .pt")
     if not Path(out).parent.is_dir():
         raise UsageError(f"--out {out}: folder {Path(out).parent} does not exist")
-    # The longest name a run writes is a save's temp file (write_atomically's): check it before the first step.
+    # The longest name a run writes is a save's temp file (write_atomically's): check it before
+    # the first step.
     longest = len(os.fsencode(f".{Path(out).name}.{'x' * TEMP_RANDOM}.tmp"))
     if longest > os.pathconf(Path(out).parent, "PC_NAME_MAX"):
-        raise UsageError(f"--out {Path(out).name[:40]}...: the name is too long for this file system "
-                         f"(its temp files need {longest} bytes): give a shorter one")
+        raise UsageError(f"--out {Path(out).name[:40]}...: the name is too long for this file "
+                         f"system (its temp files need {longest} bytes): give a shorter one")
 
 
 @contextmanager
 def out_lock(out: str) -> Iterator[None]:
-    """Hold `<out>.lock` while training into `out`: an flock, which the kernel releases when its process
-    ends however it ends, so a killed run's lock file (stale, empty or garbled) never blocks the next.
-    The file names the holder (PID and host) for the message of a run refused."""
+    """Hold `<out>.lock` while training into `out`: an flock, which the kernel releases when its
+    process ends however it ends, so a killed run's lock file (stale, empty or garbled) never
+    blocks the next. The file names the holder (PID and host) for the message of a run refused."""
     lock = Path(f"{out}.lock")
     while True:
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
@@ -341,7 +357,9 @@ def out_lock(out: str) -> Iterator[None]:
             os.close(fd)
             holder = f"PID {pid} on {host}" if pid else "one starting"
             raise UsageError(f"another run ({holder}) is training into {out}") from None
-        try:  # the holder before us may have removed the file between our open and our flock: lock the new one
+        # the holder before us may have removed the file between our open and our flock: lock the
+        # new one
+        try:
             if os.stat(lock).st_ino == os.fstat(fd).st_ino:
                 break
         except FileNotFoundError:
@@ -352,11 +370,13 @@ def out_lock(out: str) -> Iterator[None]:
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
         # Temp files of a killed save; holding the lock, no other run is writing one.
         for path in (Path(out), log_path(out)):
-            for tmp in path.parent.glob(f".{glob.escape(path.name)}.{'?' * TEMP_RANDOM}.tmp"):  # not a.pt.b.pt's
+            # not a.pt.b.pt's
+            for tmp in path.parent.glob(f".{glob.escape(path.name)}.{'?' * TEMP_RANDOM}.tmp"):
                 tmp.unlink(missing_ok=True)
         yield
     finally:
-        lock.unlink(missing_ok=True)  # before the release: a run waiting on this file sees it gone and retries
+        # before the release: a run waiting on this file sees it gone and retries
+        lock.unlink(missing_ok=True)
         os.close(fd)
 
 
@@ -389,7 +409,8 @@ class Stop:
 
     def note(self, signum: int, frame) -> None:
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
-            self.at_once = True  # torch.save reports the interrupt as its own RuntimeError: Run.save reads this
+            # torch.save reports the interrupt as its own RuntimeError: Run.save reads this
+            self.at_once = True
             raise KeyboardInterrupt
         self.signum = signum
 
@@ -401,22 +422,26 @@ class Stop:
         for signum, handler in self.previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
-        if exc_type is KeyboardInterrupt:  # the second Ctrl-C: maybe mid-step, so nothing more was saved
-            kept = self.runs[0].kept() if len(self.runs) == 1 else "the last checkpoints with finite weights are kept"
+        # the second Ctrl-C: maybe mid-step, so nothing more was saved
+        if exc_type is KeyboardInterrupt:
+            kept = (self.runs[0].kept() if len(self.runs) == 1
+                    else "the last checkpoints with finite weights are kept")
             print(f"\nstopped at once: {kept}", file=sys.stderr)
             sys.exit(130)
         if exc_type is None and self.runs:
             self.end()
 
     def end(self) -> None:
-        """The last word of a run: exit 130 or 143 after a stop request, even one in the last step or
-        save (the protocol's next replica must not start), else what was written."""
+        """The last word of a run: exit 130 or 143 after a stop request, even one in the last step
+        or save (the protocol's next replica must not start), else what was written."""
         outs = [run.out for run in self.runs]
         step, total = self.runs[-1].trainer.step_count, self.runs[-1].config["steps"]
         written = outs[0] if len(outs) == 1 else f"{len(outs)} checkpoints ({outs[0]} ...)"
         if self.signum is not None:
-            what = "interrupted" if self.signum == signal.SIGINT else f"stopped by {signal.Signals(self.signum).name}"
-            print(f"\n{what} at step {step:,}: saved {written}; continue with --resume", file=sys.stderr)
+            what = ("interrupted" if self.signum == signal.SIGINT
+                    else f"stopped by {signal.Signals(self.signum).name}")
+            print(f"\n{what} at step {step:,}: saved {written}; continue with --resume",
+                  file=sys.stderr)
             sys.exit(128 + self.signum)
         if step < total:
             print(f"time limit: stopped at step {step:,}; continue with --resume")
@@ -452,7 +477,8 @@ class Tally:
 
     @classmethod
     def from_state(cls, state: dict | None, step: int, device: torch.device) -> "Tally":
-        """The checkpoint's tally; an empty one at its step for a checkpoint written before tallies were saved."""
+        """The checkpoint's tally; an empty one at its step for a checkpoint written before tallies
+        were saved."""
         if state is None:
             return cls(step)
         return cls(state["since"], {k: v.to(device) for k, v in state["sums"].items()})
@@ -488,29 +514,35 @@ class Run:
 
     def __init__(self, stop: Stop, trainer, config: dict, out: str, resume: bool,
                  score: Callable[[torch.nn.Module], float] | None = None, quiet: bool = False):
-        self.trainer, self.config, self.out, self.resume, self.score_of = trainer, config, out, resume, score
+        self.trainer, self.config, self.out, self.resume, self.score_of = (trainer, config, out,
+                                                                           resume, score)
         self.stop = stop
-        self.quiet = quiet  # the log rows without the progress lines: the protocol prints one line for all
+        # the log rows without the progress lines: the protocol prints one line for all
+        self.quiet = quiet
         stop.runs.append(self)
 
     def __enter__(self) -> "Run":
-        log, self.tally, self.seconds_before = log_path(self.out), Tally(self.trainer.step_count), 0.0
+        log, self.tally, self.seconds_before = (log_path(self.out), Tally(self.trainer.step_count),
+                                                0.0)
         if self.resume:
             ckpt = read_resume_checkpoint(self.out)
             self.trainer.load_state(ckpt)
-            self.tally = Tally.from_state(ckpt.get("tally"), self.trainer.step_count, self.trainer.device)
+            self.tally = Tally.from_state(ckpt.get("tally"), self.trainer.step_count,
+                                          self.trainer.device)
             self.seconds_before = ckpt.get("seconds", 0.0)
             keep_log_rows(log, self.trainer.step_count)
             print(f"resumed {self.out} at step {self.trainer.step_count:,}", flush=True)
         else:
             Path(self.out).unlink(missing_ok=True)
             log.unlink(missing_ok=True)
-        self.last_good = self.trainer.step_count if self.resume else None  # the step of the checkpoint at `out`
+        # the step of the checkpoint at `out`
+        self.last_good = self.trainer.step_count if self.resume else None
         self.log_file = open(log, "a", newline="")
         self.log = csv.writer(self.log_file)
         self.eval_seconds = 0.0  # time spent scoring, left out of the training time in the log
         self.start = self.last_save = time.perf_counter()
-        # samples/s counts this session's steps only: after --resume the tally also holds steps taken before the stop
+        # samples/s counts this session's steps only: after --resume the tally also holds steps
+        # taken before the stop
         self.interval = (self.start, self.trainer.step_count)
         self.ticker = Every()
         return self
@@ -532,7 +564,8 @@ class Run:
         return f"the last checkpoint with finite weights (step {self.last_good:,}) is kept"
 
     def record(self, parts: dict[str, torch.Tensor]) -> None:
-        """The loss parts of the step just taken; the log row, score and checkpoint that fall on it."""
+        """The loss parts of the step just taken; the log row, score and checkpoint that fall
+        on it."""
         self.tally.add(parts)
         step, c = self.trainer.step_count, self.config
         if step % c["log_every"] == 0 or step == c["steps"]:
@@ -540,21 +573,24 @@ class Run:
         elif not self.quiet and self.ticker.due():
             self.progress_line(step, self.trainer.report(self.tally.mean(step))[0])
         minutes = c.get("save_minutes")  # None in checkpoints from before time-based saves
-        due = step % c["save_every"] == 0 or (minutes and time.perf_counter() - self.last_save >= 60 * minutes)
+        due = (step % c["save_every"] == 0
+               or (minutes and time.perf_counter() - self.last_save >= 60 * minutes))
         if due and step < c["steps"]:
             self.save()
 
     def progress_line(self, step: int, text: str) -> None:
-        """The progress line of the steps since the log's last row, on stdout: at each row, and between
-        rows often enough that no stretch of training is silent."""
-        (start, start_step), total, batch = self.interval, self.config["steps"], self.config["batch_size"]
+        """The progress line of the steps since the log's last row, on stdout: at each row, and
+        between rows often enough that no stretch of training is silent."""
+        (start, start_step), total, batch = (self.interval, self.config["steps"],
+                                             self.config["batch_size"])
         rate = (step - start_step) * batch / (time.perf_counter() - start)
         print(f"step {step:,}/{total:,} | {rate:,.0f} samples/s | {text} | "
               f"ETA {format_seconds((total - step) * batch / rate)}", flush=True)
         self.ticker.mark()
 
     def log_row(self, step: int) -> None:
-        """The progress line and the CSV row (with its score, under --eval-every) of the steps since the last."""
+        """The progress line and the CSV row (with its score, under --eval-every) of the steps
+        since the last."""
         c, total = self.config, self.config["steps"]
         mean = self.tally.mean(step)
         if not all_finite(mean.values()):
@@ -565,7 +601,8 @@ class Run:
             self.progress_line(step, text)
         self.last_mean = mean  # for the protocol's one progress line
         if self.log_file.tell() == 0:
-            self.log.writerow(["step", "samples", "seconds", *fields] + (["score"] if c.get("eval_every") else []))
+            self.log.writerow(["step", "samples", "seconds", *fields]
+                              + (["score"] if c.get("eval_every") else []))
         row = [step, step * c["batch_size"], f"{self.seconds():.1f}"]
         row += [f"{v:.4f}" if isinstance(v, float) else v for v in fields.values()]
         if c.get("eval_every"):
@@ -578,26 +615,49 @@ class Run:
         t = time.perf_counter()
         score = self.score_of(self.trainer.model)
         self.eval_seconds += time.perf_counter() - t
-        print(f"step {step:,}: disentanglement score {score:.2%} ({time.perf_counter() - t:.0f} s)", flush=True)
+        print(f"step {step:,}: disentanglement score {score:.2%} ({time.perf_counter() - t:.0f} s)",
+              flush=True)
         return f"{score:.4f}"
 
     def save(self) -> None:
         """Checkpoint the state after the last whole step, if its weights are finite."""
         step, state = self.trainer.step_count, self.trainer.state()
         if not all_finite(state["model"].values()) or not all_finite(self.tally.sums.values()):
-            raise UsageError(f"the weights or loss became NaN or infinite by step {step:,}; {self.kept()}; "
-                             f"try a smaller --lr")
+            raise UsageError(f"the weights or loss became NaN or infinite by step {step:,}; "
+                             f"{self.kept()}; try a smaller --lr")
         try:
-            save_checkpoint(self.out, {**state, "tally": self.tally.state(), "seconds": self.seconds()})
+            save_checkpoint(self.out, {**state, "tally": self.tally.state(),
+                                       "seconds": self.seconds()})
         except (OSError, RuntimeError) as e:
             if self.stop.at_once:  # the second Ctrl-C, inside torch.save: not a full disk
                 raise KeyboardInterrupt from None
-            kept = f"step {self.last_good:,} kept" if self.last_good is not None else "no checkpoint kept"
-            raise UsageError(f"cannot write checkpoint (disk full?); {kept} ({str(e).splitlines()[0]})") from None
+            kept = (f"step {self.last_good:,} kept" if self.last_good is not None
+                    else "no checkpoint kept")
+            raise UsageError(f"cannot write checkpoint (disk full?); "
+                             f"{kept} ({str(e).splitlines()[0]})") from None
         self.last_good, self.last_save = step, time.perf_counter()
 
 
 # ---------------------------------------------------------------- resuming: the random state and the settings
+
+def seeded_init(seed: int, make_model,
+                device: torch.device) -> tuple[torch.nn.Module, torch.Generator, torch.Tensor]:
+    """A run's model initialised from its seed, and the generator of its noise ε; the caller's
+    random state is left as it was. On a CPU ε continues torch's CPU stream after the init, on CUDA
+    it is the CUDA stream of the seed: the draws of `torch.manual_seed(seed)` then training with
+    torch's global generators. Also the CPU stream's state after the init, which checkpoints
+    keep."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        model = make_model()
+        cpu_state = torch.get_rng_state()
+    noise = torch.Generator(device)
+    if device.type == "cpu":
+        noise.set_state(cpu_state)
+    else:
+        noise.manual_seed(seed)
+    return model.to(device), noise, cpu_state
+
 
 def rng_state(noise: torch.Generator, data: torch.Generator, cpu_state: torch.Tensor) -> dict:
     """The random state a checkpoint keeps: ε's generator and the batches'."""
@@ -607,7 +667,8 @@ def rng_state(noise: torch.Generator, data: torch.Generator, cpu_state: torch.Te
 
 
 def set_rng_state(state: dict, noise: torch.Generator, data: torch.Generator) -> None:
-    noise.set_state(state["torch"] if noise.device.type == "cpu" else state["cuda"][noise.device.index or 0])
+    noise.set_state(state["torch"] if noise.device.type == "cpu"
+                    else state["cuda"][noise.device.index or 0])
     data.set_state(state["data"])
 
 
@@ -619,22 +680,25 @@ def flags_given(parser: argparse.ArgumentParser, argv: list[str] | None = None) 
 
 
 def check_same_settings(out: str, config: dict, given: dict, free: set[str]) -> None:
-    """--resume continues `out` with its own config: UsageError for a flag given that would change it.
+    """--resume continues `out` with its own config: UsageError for a flag given that would
+    change it.
 
     `given` holds the flags typed (by argparse dest), `free` the ones a resume may change."""
     for flag, value in given.items():
-        if flag in free or config.get(flag) == value or (flag == "bf16" and "bf16_slower" in config):
+        if (flag in free or config.get(flag) == value
+                or (flag == "bf16" and "bf16_slower" in config)):
             continue
         name = f"--{flag.replace('_', '-')}"
-        raise UsageError(f"--resume continues {out} with its own settings, and {name} {value} differs from its "
-                         f"{config.get(flag, 'unset')}: leave {name} out (only --steps may change), "
-                         f"or start again with --overwrite")
+        raise UsageError(f"--resume continues {out} with its own settings, and {name} {value} "
+                         f"differs from its {config.get(flag, 'unset')}: leave {name} out "
+                         f"(only --steps may change), or start again with --overwrite")
 
 
 # ---------------------------------------------------------------- bf16: only where it is faster
 
 def bf16_speedup(device: torch.device) -> float:
-    """fp32 time / bf16 time of the fc network's widest matmul at batch 64 (a few ms): > 1 when bf16 is faster."""
+    """fp32 time / bf16 time of the fc network's widest matmul at batch 64 (a few ms): > 1 when
+    bf16 is faster."""
     a, b = torch.randn(64, 1200, device=device), torch.randn(1200, 1200, device=device)
 
     def best(x: torch.Tensor, y: torch.Tensor) -> float:

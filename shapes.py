@@ -27,8 +27,11 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
-    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
+# Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT,
+                  lambda signum, frame: (os.write(2, b"interrupted while starting\n"),
+                                         os._exit(130)))
 
 import numpy as np
 import torch
@@ -70,7 +73,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}  # what Imag
 
 
 def _heart_table(n: int = 4096) -> tuple[torch.Tensor, float]:
-    """The heart's boundary in polar form about HEART_ORIGIN, and its farthest point from the centre.
+    """The heart's boundary in polar form about HEART_ORIGIN, and its farthest point from
+    the centre.
 
     Returns the squared radius of the boundary (n,) at n pseudo-angles q from straight up
     (q = 0) through sideways (1) to straight down (2), in units of the box side, right half
@@ -87,7 +91,8 @@ def _heart_table(n: int = 4096) -> tuple[torch.Tensor, float]:
     extent = np.hypot(x, y - HEART_DROP / HEART_BOX).max() * HEART_BOX
     y = y - HEART_ORIGIN
     q = 1 - y / (x + np.abs(y))  # increasing along t, from 0 to 2
-    return torch.from_numpy(np.interp(np.linspace(0, 2, n), q, x * x + y * y)).float(), float(extent)
+    return (torch.from_numpy(np.interp(np.linspace(0, 2, n), q, x * x + y * y)).float(),
+            float(extent))
 
 
 HEART_RADIUS2, HEART_EXTENT = _heart_table()
@@ -124,16 +129,19 @@ def _inside(shape: int, x: torch.Tensor, y: torch.Tensor, scale: float) -> torch
         return torch.maximum(x.abs_(), y.abs_()) <= SQUARE_HALF_SIDE * scale * (1 + TIE)
     if shape == 1:
         a, b = ELLIPSE_AXES
-        return x.mul_(1 / (a * scale)).square_().add_(y.mul_(1 / (b * scale)).square_()) <= 1 + 2 * TIE
+        return (x.mul_(1 / (a * scale)).square_().add_(y.mul_(1 / (b * scale)).square_())
+                <= 1 + 2 * TIE)
     # The heart, in box-side units from its polar origin; |x| by mirror symmetry.
     side = HEART_BOX * scale
     x = x.abs_().mul_(1 / side)
     y = y.mul_(1 / side).add_(HEART_DROP / HEART_BOX - HEART_ORIGIN)
     table = HEART_RADIUS2.to(x.device)
-    q = y.div(x + y.abs()).nan_to_num_(0.0).neg_().add_(1)  # pseudo-angle in [0, 2]; the origin itself: 1
+    # pseudo-angle in [0, 2]; the origin itself: 1
+    q = y.div(x + y.abs()).nan_to_num_(0.0).neg_().add_(1)
     position = q.mul_((len(table) - 1) / 2)
     i = position.floor().long().clamp_(max=len(table) - 2)
-    boundary2 = torch.lerp(table[i], table[i + 1], position.sub_(i))  # squared radius of the boundary here
+    # squared radius of the boundary here
+    boundary2 = torch.lerp(table[i], table[i + 1], position.sub_(i))
     return x.square_().add_(y.square_()) <= boundary2 * (1 + 2 * TIE)
 
 
@@ -197,13 +205,15 @@ class Shapes:
     def render(self, classes: torch.Tensor) -> torch.Tensor:
         return render(classes.to(self.device))
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n images (n, 1, 64, 64) and their classes (n, 5), uniform over the grid."""
         classes = sample_factors(n, generator, self.device)
         return self.render(classes), classes
 
 
-# ================================================================ beyond the world: files, figures, the command line
+# ================================================================ beyond the world: files,
+# figures, the command line
 # Everything below reads or writes files; pillow and runs.py are imported where they are used, so
 # that the world above copies alone.
 
@@ -217,7 +227,8 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"cannot read {path} as an npz file ({e.__class__.__name__})") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is not an npz file (a single array: DeepMind's file is an npz archive)")
+        raise ValueError(f"{path} is not an npz file "
+                         f"(a single array: DeepMind's file is an npz archive)")
     missing = {"imgs", "latents_classes"} - set(data.files)
     if missing:
         raise ValueError(f"{path} is not a dSprites npz: no {', '.join(sorted(missing))} "
@@ -226,11 +237,13 @@ def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
     if imgs.ndim != 3 or imgs.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"{path}: imgs has shape {imgs.shape}, expected (N, 64, 64)")
     if latents.shape != (len(imgs), 6):
-        raise ValueError(f"{path}: latents_classes has shape {latents.shape}, expected ({len(imgs)}, 6)")
+        raise ValueError(f"{path}: latents_classes has shape {latents.shape}, "
+                         f"expected ({len(imgs)}, 6)")
     classes = latents[:, 1:].astype(np.int64)  # drop DeepMind's colour column
     if (classes < 0).any() or (classes >= np.array(FACTOR_SIZES)).any():
         raise ValueError(f"{path}: latents_classes out of range for sizes {FACTOR_SIZES}")
-    # DeepMind's images are uint8 in {0, 1}; a file of floats or of 0/255 would train on wrong pixels.
+    # DeepMind's images are uint8 in {0, 1}; a file of floats or of 0/255 would train on
+    # wrong pixels.
     if imgs.dtype != np.uint8 or (len(imgs) and imgs.max() > 1):
         kind = f"{imgs.dtype} images" + (f" with values up to {imgs.max():g}" if len(imgs) else "")
         raise ValueError(f"{path}: {kind}; expected uint8 pixels of 0 or 1, as in DeepMind's file")
@@ -257,7 +270,8 @@ class DSpritesNpz:
             raise ValueError("some requested factor combinations are not in this npz")
         return torch.from_numpy(self.imgs[rows.numpy()]).to(self.device).float().unsqueeze(1)
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, n: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.randint(len(self.classes), (n,), generator=generator)
         images = torch.from_numpy(self.imgs[rows.numpy()]).to(self.device).float().unsqueeze(1)
         return images, self.classes[rows].to(self.device)
@@ -269,13 +283,15 @@ def open_image(path: Path) -> "Image.Image":
     try:
         return Image.open(path)
     except Image.DecompressionBombError:  # pillow refuses images far larger than any data set's
-        raise ValueError(f"image {path} is too large to read (over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
+        raise ValueError(f"image {path} is too large to read "
+                         f"(over {2 * Image.MAX_IMAGE_PIXELS:,} pixels)") from None
     except (OSError, UnidentifiedImageError):
         raise ValueError(f"cannot read image {path}") from None
 
 
 class ImageFolder:
-    """Every image under a folder (CelebA, chairs, faces), resized to 64×64 with pillow, held as uint8 in memory."""
+    """Every image under a folder (CelebA, chairs, faces), resized to 64×64 with pillow, held as
+    uint8 in memory."""
 
     def __init__(self, root: str, device: torch.device | str = "cpu", channels: int | None = None):
         from PIL import Image, UnidentifiedImageError
@@ -320,7 +336,8 @@ def make_source(config: dict, device: torch.device) -> Shapes | DSpritesNpz | Im
 
 
 def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 65536) -> None:
-    """Write images start..stop-1 in DeepMind's npz layout, so readers of the real file run on ours."""
+    """Write images start..stop-1 in DeepMind's npz layout, so readers of the real file run
+    on ours."""
 
     def write(f) -> None:
         index = torch.arange(start, stop)
@@ -340,15 +357,17 @@ def export_npz(path: str, start: int = 0, stop: int = N_IMAGES, chunk: int = 655
             "latents_possible_values": {"color": np.array([1.0]),
                                         **{n: v for n, v in zip(FACTOR_NAMES, FACTOR_VALUES)}},
         }
-        np.savez_compressed(ProgressFile(f, f"compressing into {path}"), imgs=imgs, latents_classes=latents_classes,
-                            latents_values=latents_values, metadata=np.array(metadata, dtype=object))
+        np.savez_compressed(ProgressFile(f, f"compressing into {path}"), imgs=imgs,
+                            latents_classes=latents_classes, latents_values=latents_values,
+                            metadata=np.array(metadata, dtype=object))
 
     from runs import write_atomically
     write_atomically(path, write)
 
 
 class ProgressFile:
-    """A binary file that prints the MB written every runs.PROGRESS_SECONDS: compressing the whole set is slow."""
+    """A binary file that prints the MB written every runs.PROGRESS_SECONDS: compressing the
+    whole set is slow."""
 
     def __init__(self, f, what: str):
         from runs import Every
@@ -357,36 +376,48 @@ class ProgressFile:
     def write(self, data) -> int:
         self.written += len(data)
         if self.ticker.due():
-            print(f"{self.what}: {self.written / 2 ** 20:,.0f} MB written ({self.ticker.elapsed():.0f} s)", flush=True)
+            print(f"{self.what}: {self.written / 2 ** 20:,.0f} MB written "
+                  f"({self.ticker.elapsed():.0f} s)", flush=True)
         return self.f.write(data)
 
     def __getattr__(self, name: str):  # seek, tell, flush: zipfile's other calls go to the file
         return getattr(self.f, name)
 
 
-def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str, tuple[float, float, int]]:
+def compare(path: str, png: str, worst: int = 8,
+            chunk: int = 8192) -> dict[str, tuple[float, float, int]]:
     """Our image of every factor setting in a dSprites npz against the file's: IoU by shape.
 
     IoU is |real ∩ ours| / |real ∪ ours| of the pixels that are on. Returns, for each shape
     present, (mean IoU, min IoU, images); writes `png`, the `worst` images of lowest IoU
     overlaid, enlarged 3x: on in both white, in the file only red, in ours only cyan.
     """
-    from PIL import Image, ImageDraw
     from runs import Every
     imgs, classes = load_npz(path)
     iou = torch.empty(len(imgs))  # (N,)
     ticker = Every()
     for start in range(0, len(imgs), chunk):
         real = torch.from_numpy(imgs[start:start + chunk]).bool()  # (B, 64, 64)
-        ours = render(torch.from_numpy(classes[start:start + chunk]), dtype=torch.uint8)[:, 0].bool()
+        ours = render(torch.from_numpy(classes[start:start + chunk]),
+                      dtype=torch.uint8)[:, 0].bool()
         union = (real | ours).sum((1, 2))
-        iou[start:start + chunk] = torch.where(union > 0, (real & ours).sum((1, 2)) / union.clamp(min=1), 1.0)
+        iou[start:start + chunk] = torch.where(union > 0,
+                                               (real & ours).sum((1, 2)) / union.clamp(min=1), 1.0)
         if ticker.due():
-            print(f"compared {start + len(real):,} of {len(imgs):,} images ({ticker.elapsed():.0f} s)", flush=True)
+            print(f"compared {start + len(real):,} of {len(imgs):,} images "
+                  f"({ticker.elapsed():.0f} s)", flush=True)
     shape = torch.from_numpy(classes[:, 0])
-    stats = {SHAPE_NAMES[s]: (iou[shape == s].mean().item(), iou[shape == s].min().item(), int((shape == s).sum()))
+    stats = {SHAPE_NAMES[s]: (iou[shape == s].mean().item(), iou[shape == s].min().item(),
+                              int((shape == s).sum()))
              for s in range(len(SHAPE_NAMES)) if (shape == s).any()}
-    rows = iou.argsort()[:worst].tolist()  # lowest IoU first
+    worst_overlays(imgs, classes, iou, iou.argsort()[:worst].tolist(), png)  # lowest IoU first
+    return stats
+
+
+def worst_overlays(imgs: np.ndarray, classes: np.ndarray, iou: torch.Tensor, rows: list[int],
+                   png: str) -> None:
+    """--compare's figure: the file's image and ours of each row overlaid, enlarged 3x."""
+    from PIL import Image, ImageDraw
     tiles = []
     for row in rows:
         real = imgs[row].astype(bool)
@@ -396,18 +427,19 @@ def compare(path: str, png: str, worst: int = 8, chunk: int = 8192) -> dict[str,
         rgb[ours] = (40, 230, 230)
         rgb[real & ours] = 255
         tile = Image.new("RGB", (3 * IMAGE_SIZE, 3 * IMAGE_SIZE + 28), "white")
-        tile.paste(Image.fromarray(rgb).resize((3 * IMAGE_SIZE, 3 * IMAGE_SIZE), Image.NEAREST), (0, 28))
+        tile.paste(Image.fromarray(rgb).resize((3 * IMAGE_SIZE, 3 * IMAGE_SIZE), Image.NEAREST),
+                   (0, 28))
         c = classes[row]
         ImageDraw.Draw(tile).text((2, 1), f"row {row}: {SHAPE_NAMES[c[0]]} IoU {iou[row]:.3f}\n"
                                            f"sc {c[1]} or {c[2]} x {c[3]} y {c[4]}", fill="black")
         tiles.append(tile)
     legend = "white: on in both   red: in the file only   cyan: in ours only"
-    canvas = Image.new("RGB", (max(len(tiles), 3) * (3 * IMAGE_SIZE + 8), 3 * IMAGE_SIZE + 48), "white")
+    canvas = Image.new("RGB", (max(len(tiles), 3) * (3 * IMAGE_SIZE + 8), 3 * IMAGE_SIZE + 48),
+                       "white")
     ImageDraw.Draw(canvas).text((2, 2), legend, fill="black")
     for k, tile in enumerate(tiles):
         canvas.paste(tile, (k * (3 * IMAGE_SIZE + 8), 18))
     canvas.save(png)
-    return stats
 
 
 def draw_grid(path: str, orientations: int = 10) -> None:
@@ -457,12 +489,15 @@ def main() -> None:
     p.add_argument("--out", help="write the whole set to this npz, in DeepMind's layout")
     p.add_argument("--grid", help="write a preview PNG: each shape across scales and orientations")
     p.add_argument("--compare", metavar="NPZ",
-                   help="IoU by shape between a dSprites npz (DeepMind's file or a sample) and our renderer")
+                   help="IoU by shape between a dSprites npz (DeepMind's file or a sample) "
+                        "and our renderer")
     p.add_argument("--overlay", default="compare.png",
                    help="with --compare: PNG of the worst images overlaid (default compare.png)")
     p.add_argument("--benchmark", action="store_true", help="print render speed")
-    p.add_argument("--device", help="device for --benchmark: cuda, mps or cpu (default: cuda, then mps, then cpu)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", help="device for --benchmark: cuda, mps or cpu "
+                                    "(default: cuda, then mps, then cpu)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: torch's choice)")
     args = p.parse_args()
     if not (args.out or args.grid or args.compare or args.benchmark):
         p.error("nothing to do: give --out, --grid, --compare or --benchmark")
@@ -479,8 +514,8 @@ def main() -> None:
             print(f"wrote {args.overlay}: the images of lowest IoU, overlaid")
         if args.out:
             t = time.perf_counter()
-            print(f"rendering {N_IMAGES:,} images and compressing them into {args.out} (a minute or two)",
-                  flush=True)
+            print(f"rendering {N_IMAGES:,} images and compressing them into {args.out} "
+                  f"(a minute or two)", flush=True)
             export_npz(args.out)
             print(f"wrote {args.out}: {N_IMAGES:,} images in {time.perf_counter() - t:.1f} s")
         if args.benchmark:

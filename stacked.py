@@ -1,4 +1,5 @@
-"""The A.4 protocol's replicas stepped together, and training speed (Higgins et al., ICLR 2017, A.4).
+"""The A.4 protocol's replicas stepped together, and training speed
+(Higgins et al., ICLR 2017, A.4).
 
 A.4 scores 10 replicas per model. On a GPU one fc β-VAE at batch 64 is bound by kernel launches,
 so R replicas stacked into one module (each Linear's weights as one (R, out, in) parameter) run
@@ -47,30 +48,36 @@ class StackedVAE(nn.Module):
     def __init__(self, models: list[BetaVAE]):
         super().__init__()
         self.latents = models[0].latents
-        self.names = [name for name, _ in models[0].named_parameters()]  # encoder.1.weight, encoder.1.bias, ...
+        # encoder.1.weight, encoder.1.bias, ...
+        self.names = [name for name, _ in models[0].named_parameters()]
         self.shapes = [p.shape for p in models[0].parameters()]
-        stacked = [torch.stack([p.detach() for p in ps]) for ps in zip(*(m.parameters() for m in models))]
+        stacked = [torch.stack([p.detach() for p in ps])
+                   for ps in zip(*(m.parameters() for m in models))]
         self.params = nn.ParameterList([p if p.dim() == 3 else p[:, None, :] for p in stacked])
         self.encoder_layers = sum(name.startswith("encoder") for name in self.names) // 2
 
     def layers(self, h: torch.Tensor, first: int, last: int, activation) -> torch.Tensor:
         for k in range(first, last):
             weight, bias = self.params[2 * k], self.params[2 * k + 1]
-            h = torch.baddbmm(bias, h, weight.transpose(1, 2))  # (R, B, out) = b + h W^T for each replica
+            # (R, B, out) = b + h W^T for each replica
+            h = torch.baddbmm(bias, h, weight.transpose(1, 2))
             if k < last - 1:
                 h = activation(h)
         return h
 
     def forward(self, x: torch.Tensor, noise: list[torch.Generator]) -> tuple[torch.Tensor, ...]:
-        """x (R, B, 4096) -> logits (R, B, 4096), mu, logvar (R, B, M); replica r's ε from noise[r]."""
+        """x (R, B, 4096) -> logits (R, B, 4096), mu, logvar (R, B, M); replica r's ε from
+        noise[r]."""
         mu, logvar = self.layers(x, 0, self.encoder_layers, torch.relu).chunk(2, dim=-1)
-        eps = torch.stack([torch.randn(mu.shape[1:], generator=g, dtype=mu.dtype, device=mu.device) for g in noise])
+        eps = torch.stack([torch.randn(mu.shape[1:], generator=g, dtype=mu.dtype, device=mu.device)
+                           for g in noise])
         z = mu + eps * (0.5 * logvar).exp()  # z = mu + sigma * eps, as BetaVAE.forward
         return self.layers(z, self.encoder_layers, len(self.params) // 2, torch.tanh), mu, logvar
 
     def replica_state(self, r: int) -> dict[str, torch.Tensor]:
         """Replica r's weights as a BetaVAE state_dict."""
-        return {name: p[r].detach().reshape(shape).clone() for name, shape, p in zip(self.names, self.shapes, self.params)}
+        return {name: p[r].detach().reshape(shape).clone()
+                for name, shape, p in zip(self.names, self.shapes, self.params)}
 
 
 class StackedTrainer:
@@ -84,12 +91,14 @@ class StackedTrainer:
     """
 
     def __init__(self, lone: list):
-        """`lone`: each replica's train.Trainer as it starts alone (weights, generators, optimizer)."""
+        """`lone`: each replica's train.Trainer as it starts alone (weights, generators,
+        optimizer)."""
         c = self.config = lone[0].config
         if c["dataset"] != "shapes" or c["arch"] != "fc" or c["capacity_max"] is not None:
-            raise UsageError("stacked replicas train the fc model on --dataset shapes without --capacity-max; "
-                             "give --stack no")
-        self.configs, self.device, self.report = [t.config for t in lone], lone[0].device, lone[0].report
+            raise UsageError("stacked replicas train the fc model on --dataset shapes "
+                             "without --capacity-max; give --stack no")
+        self.configs, self.device, self.report = ([t.config for t in lone], lone[0].device,
+                                                  lone[0].report)
         device = self.device
         self.noise = [t.noise for t in lone]
         self.cpu_state = [t.cpu_state for t in lone]
@@ -102,19 +111,24 @@ class StackedTrainer:
         self.step_count = 0
         self.images = None
         if device.type == "cuda":
-            print(f"rendering the {shapes.N_IMAGES:,} images into {device} memory once (3 GB)", flush=True)
+            print(f"rendering the {shapes.N_IMAGES:,} images into {device} memory once (3 GB)",
+                  flush=True)
             self.images = torch.empty(shapes.N_IMAGES, 1, 64, 64, dtype=torch.uint8, device=device)
             for start in range(0, shapes.N_IMAGES, 65536):
                 index = torch.arange(start, min(start + 65536, shapes.N_IMAGES), device=device)
-                shapes.render(shapes.index_to_classes(index), out=self.images[start:start + len(index)])
+                shapes.render(shapes.index_to_classes(index),
+                              out=self.images[start:start + len(index)])
 
     def batch(self) -> torch.Tensor:
-        """Each replica's batch, drawn from its own generator as Shapes.sample draws it: (R, B, 4096)."""
+        """Each replica's batch, drawn from its own generator as Shapes.sample draws it:
+        (R, B, 4096)."""
         B = self.config["batch_size"]
-        index = torch.stack([torch.randint(shapes.N_IMAGES, (B,), generator=g) for g in self.data])  # (R, B)
+        index = torch.stack([torch.randint(shapes.N_IMAGES, (B,), generator=g)
+                             for g in self.data])  # (R, B)
         if self.images is not None:
             return self.images[index.to(self.device)].flatten(2).float()
-        x = shapes.render(shapes.index_to_classes(index.flatten()).to(self.device))  # (R·B, 1, 64, 64)
+        # (R·B, 1, 64, 64)
+        x = shapes.render(shapes.index_to_classes(index.flatten()).to(self.device))
         return x.view(len(self.configs), B, -1)
 
     def step(self) -> list[dict[str, torch.Tensor]]:
@@ -122,16 +136,18 @@ class StackedTrainer:
         x = self.batch()  # (R, B, 4096)
         with self.autocast:
             logits, mu, logvar = self.model(x, self.noise)
+        # (R,)
         recon = objective.reconstruction_nll(logits.float().flatten(0, 1), x.flatten(0, 1),
-                                             self.config["likelihood"]).view(x.shape[:2]).mean(1)  # (R,)
+                                             self.config["likelihood"]).view(x.shape[:2]).mean(1)
         kl_latent = objective.kl_per_latent(mu.float(), logvar.float()).mean(1)  # (R, M)
         loss = recon + self.beta * kl_latent.sum(1)  # (R,) Eq. 4, each replica with its own β
         self.optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()  # replica r's parameters get the gradient of its own loss alone
         self.optimizer.step()
         self.step_count += 1
-        return [{"loss": loss[r].detach(), "recon": recon[r].detach(), "kl": kl_latent[r].sum().detach(),
-                 "kl_per_latent": kl_latent[r].detach()} for r in range(len(self.configs))]
+        return [{"loss": loss[r].detach(), "recon": recon[r].detach(),
+                 "kl": kl_latent[r].sum().detach(), "kl_per_latent": kl_latent[r].detach()}
+                for r in range(len(self.configs))]
 
 
 class Replica:
@@ -139,7 +155,8 @@ class Replica:
     lone train.py run, so metric.py, traverse.py, baselines.py and --resume read it unchanged."""
 
     def __init__(self, stacked: StackedTrainer, r: int):
-        self.stacked, self.r, self.config, self.device = stacked, r, stacked.configs[r], stacked.device
+        self.stacked, self.r, self.config, self.device = (stacked, r, stacked.configs[r],
+                                                          stacked.device)
 
     @property
     def step_count(self) -> int:
@@ -158,7 +175,8 @@ class Replica:
         s, r = self.stacked, self.r
         stacked = s.optimizer.state_dict()
         optimizer = {"param_groups": stacked["param_groups"],
-                     "state": {i: {k: v[r].reshape(s.model.shapes[i]).clone() if v.dim() else v for k, v in state.items()}
+                     "state": {i: {k: v[r].reshape(s.model.shapes[i]).clone() if v.dim() else v
+                                   for k, v in state.items()}
                                for i, state in stacked["state"].items()}}
         return {"model": s.model.replica_state(r), "optimizer": optimizer, "step": s.step_count,
                 "rng": runs.rng_state(s.noise[r], s.data[r], s.cpu_state[r]), "config": self.config}
@@ -173,7 +191,8 @@ class Replica:
             into = stacked["state"].setdefault(i, {})
             for k, v in state.items():
                 if v.dim():
-                    into.setdefault(k, torch.zeros((len(s.configs), *s.model.params[i].shape[1:]), dtype=v.dtype))
+                    into.setdefault(k, torch.zeros((len(s.configs), *s.model.params[i].shape[1:]),
+                                                   dtype=v.dtype))
                     into[k][r] = v.reshape(s.model.params[i].shape[1:])
                 else:
                     into[k] = v
@@ -182,18 +201,22 @@ class Replica:
         runs.set_rng_state(ckpt["rng"], s.noise[r], s.data[r])
 
 
-def train_stacked(lone: list, outs: list[str], resume: bool, time_limit: float | None = None) -> None:
-    """train() for R replicas stepped together: a log and checkpoint each, one progress line for all.
-    `lone`: each replica's train.Trainer as it starts alone."""
+def train_stacked(lone: list, outs: list[str], resume: bool,
+                  time_limit: float | None = None) -> None:
+    """train() for R replicas stepped together: a log and checkpoint each, one progress line for
+    all. `lone`: each replica's train.Trainer as it starts alone."""
     stacked = StackedTrainer(lone)
     configs, device = stacked.configs, stacked.device
     total, log_every = configs[0]["steps"], configs[0]["log_every"]
     score = functools.partial(metric.training_score, device=device)
-    with runs.Stop(time_limit) as stop, ExitStack() as opened:  # every replica's log open, saved on any stop
-        replicas = [opened.enter_context(runs.Run(stop, Replica(stacked, r), config, out, resume, score, quiet=True))
+    # every replica's log open, saved on any stop
+    with runs.Stop(time_limit) as stop, ExitStack() as opened:
+        replicas = [opened.enter_context(runs.Run(stop, Replica(stacked, r), config, out, resume,
+                                                  score, quiet=True))
                     for r, (config, out) in enumerate(zip(configs, outs))]
         if len({run.trainer.step_count for run in replicas}) > 1:
-            raise UsageError("--resume of stacked replicas needs every checkpoint at one step; give --stack no")
+            raise UsageError("--resume of stacked replicas needs every checkpoint at one step; "
+                             "give --stack no")
         interval = (time.perf_counter(), stacked.step_count)
         while stacked.step_count < total and not stop.requested():
             for run, parts in zip(replicas, stacked.step()):
@@ -212,15 +235,15 @@ def protocol_line(replicas: list[runs.Run], interval: tuple[float, int]) -> tupl
     for run in replicas:
         by_beta[run.config["beta"]].append(run.last_mean["loss"].item())
     losses = ", ".join(f"β = {b:g}: loss {sum(v) / len(v):.2f}" for b, v in by_beta.items())
-    print(f"step {step:,}/{total:,} | {len(replicas)} replicas, {rate:,.0f} samples/s in all | {losses} | "
-          f"ETA {runs.format_seconds((total - step) * samples / rate)}", flush=True)
+    print(f"step {step:,}/{total:,} | {len(replicas)} replicas, {rate:,.0f} samples/s in all | "
+          f"{losses} | ETA {runs.format_seconds((total - step) * samples / rate)}", flush=True)
     return time.perf_counter(), step
 
 
 def benchmark(config: dict, device: torch.device, trainer: Callable, seconds: float = 4.0) -> None:
-    """Training samples/s, data included, beside the machine's matmul rate: one model at batch 64 and
-    256, the protocol's stacked replicas, and the renderer. `trainer(config, device)` starts a lone
-    run (train.Trainer)."""
+    """Training samples/s, data included, beside the machine's matmul rate: one model at batch 64
+    and 256, the protocol's stacked replicas, and the renderer. `trainer(config, device)` starts a
+    lone run (train.Trainer)."""
 
     def sync() -> None:
         if device.type == "cuda":
@@ -240,7 +263,8 @@ def benchmark(config: dict, device: torch.device, trainer: Callable, seconds: fl
     dtype = torch.bfloat16 if config["bf16"] else torch.float32
     a = torch.randn(2048, 2048, device=device, dtype=dtype)
     matmul = rate(lambda: a @ a, 1) * 2 * 2048 ** 3 / 1e9  # GFLOP/s
-    print(f"device {device} ({runs.device_name(device)}), {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
+    print(f"device {device} ({runs.device_name(device)}), {torch.get_num_threads()} CPU threads, "
+          f"torch {torch.__version__}, "
           f"{config['arch']} model, {'bf16 autocast' if config['bf16'] else 'fp32'}; "
           f"2048² matmul: {matmul:,.0f} GFLOP/s", flush=True)
     rates = {}
@@ -250,14 +274,17 @@ def benchmark(config: dict, device: torch.device, trainer: Callable, seconds: fl
             lone.step()
         rates[batch_size] = rate(lone.step, batch_size)
         achieved = rates[batch_size] * counter.get_total_flops() / batch_size / 1e9
-        print(f"batch {batch_size}: {rates[batch_size]:,.0f} samples/s with rendering | {achieved:,.0f} GFLOP/s = "
-              f"{achieved / matmul:.0%} of matmul", flush=True)
+        print(f"batch {batch_size}: {rates[batch_size]:,.0f} samples/s with rendering | "
+              f"{achieved:,.0f} GFLOP/s = {achieved / matmul:.0%} of matmul", flush=True)
     if config["arch"] == "fc":  # the protocol's stacked replicas, at the paper's batch
-        stacked = StackedTrainer([trainer({**config, "batch_size": 64, "seed": r}, device) for r in range(BENCH_REPLICAS)])
+        stacked = StackedTrainer([trainer({**config, "batch_size": 64, "seed": r}, device)
+                                  for r in range(BENCH_REPLICAS)])
         together = rate(stacked.step, 64 * BENCH_REPLICAS)
         print(f"{BENCH_REPLICAS} stacked replicas, batch 64: {together:,.0f} samples/s in all, "
-              f"{together / BENCH_REPLICAS:,.0f} per replica; {together / rates[64]:.1f}x one model's samples/s at batch 64", flush=True)
+              f"{together / BENCH_REPLICAS:,.0f} per replica; "
+              f"{together / rates[64]:.1f}x one model's samples/s at batch 64", flush=True)
     classes = shapes.index_to_classes(torch.arange(4 * 65536, device=device))
     buffer = torch.empty(65536, 1, 64, 64, dtype=torch.uint8, device=device)
     images = rate(lambda: [shapes.render(c, out=buffer) for c in classes.split(65536)], 4 * 65536)
-    print(f"renderer: {images:,.0f} images/s on {device} (all {shapes.N_IMAGES:,} in {shapes.N_IMAGES / images:.1f} s)")
+    print(f"renderer: {images:,.0f} images/s on {device} "
+          f"(all {shapes.N_IMAGES:,} in {shapes.N_IMAGES / images:.1f} s)")

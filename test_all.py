@@ -6,38 +6,47 @@ chromium (.ci/run installs it).
     pytest test_all.py                      # everything
     pytest test_all.py -m "not harness"     # the paper's claims alone: a student's quick check
 
-Part 1, the paper's claims: reference checks and invariants of the 2D-shapes world, Eq. 4 and Table 1,
-the metric (Sec. 3, A.4, A.5), the figures and the baselines of Fig. 6. Part 2, the harness (marked
-`harness`): every CLI end to end, bad input, safe files, locks, stops and exact resumes (runs.py),
-the codes cache, the protocol's stacked replicas and the device check. Within each part, sections
-follow the files: shapes.py, model.py and loss.py, train.py, metric.py, traverse.py, baselines.py.
+Part 1, the paper's claims: reference checks and invariants of the 2D-shapes world, Eq. 4 and
+Table 1, the metric (Sec. 3, A.4, A.5), the figures and the baselines of Fig. 6. Part 2, the harness
+(marked `harness`): every CLI end to end, bad input, safe files, locks, stops and exact resumes
+(runs.py), the codes cache, the protocol's stacked replicas and the device check. Within each part,
+sections follow the files: shapes.py, model.py and loss.py, train.py, metric.py, traverse.py,
+baselines.py.
 
 The paper's claims, and the tests that check them:
   Eq. 4, the β-VAE objective: test_closed_form_kl_matches_monte_carlo (the KL's closed form),
-    test_loss_parts_against_a_hand_computation (reconstruction, KL, β), test_normalised_beta_of_a6 (A.6)
+    test_loss_parts_against_a_hand_computation (reconstruction, KL, β),
+    test_normalised_beta_of_a6 (A.6)
   Table 1, the networks: test_table1_fc_layer_sizes (layer sizes), test_model_output_shapes (shapes)
-  Sec. 3, the disentanglement metric: test_ground_truth_scores_at_least_99_percent (ground truth ~100 %),
-    test_random_and_constant_codes_score_at_chance (noise ~chance), test_rotated_ground_truth_scores_below_ground_truth
-    (independence is not disentanglement), test_same_seed_same_score_and_z_diff_definition (z_diff, Eq. 5)
-  Which latent carries which factor, and Eq. 4's blind spot: test_latents_view_names_each_latents_factor_and_purity_and_the_position_angle,
-    test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_score_drops (turning two latents
-    leaves Eq. 4 nearly unchanged while the score drops)
+  Sec. 3, the disentanglement metric: test_ground_truth_scores_at_least_99_percent (ground truth
+    ~100 %), test_random_and_constant_codes_score_at_chance (noise ~chance),
+    test_rotated_ground_truth_scores_below_ground_truth (independence is not disentanglement),
+    test_same_seed_same_score_and_z_diff_definition (z_diff, Eq. 5)
+  Which latent carries which factor, and Eq. 4's blind spot:
+    test_latents_view_names_each_latents_factor_and_purity_and_the_position_angle,
+    test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_score_drops (turning
+    two latents leaves Eq. 4 nearly unchanged while the score drops)
   A.4, the protocol: test_a4_protocol_drops_the_bottom_half (the bottom half dropped),
-    and in Part 2: test_stacked_replicas_step_as_separate_runs_do (stacked replicas equal separate runs),
-    test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints,
+    and in Part 2: test_stacked_replicas_step_as_separate_runs_do (stacked replicas equal separate
+    runs), test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints,
     test_gpu_check_script_dry_run_on_a_cpu (the device check's every stage, on a CPU)
   A.5, Table 2 (factor classification): test_factor_classification_reads_single_codes,
     test_baselines_ground_truth_row_scores_at_least_99_percent
   A.3, the baselines: test_baselines_pca_matches_numpy_svd (PCA against numpy's SVD),
-    test_baselines_pca_of_the_images_explains_about_60_percent, test_baselines_fast_ica_recovers_mixed_non_gaussian_sources
-    (ICA), test_baselines_in_pair_keeps_every_factor_but_shape; DC-IGN and InfoGAN (A.2):
-    test_dcign_clamp_forward_and_backward_match_their_definitions, test_infogan_mutual_information_term_against_a_hand_computation
-  The 2D-shapes world: test_images_are_binary (binary images), test_pixel_count_by_shape_and_scale_matches_the_real_images
-    and test_mean_on_fraction_matches_the_real_set (pixel counts as in the real images),
-    test_renderer_draws_the_genuine_dsprites_images and test_a_pixel_whose_centre_lies_on_the_boundary_is_on (genuine
-    dSprites images drawn pixel for pixel), test_orientation_0_and_39_are_the_same_image and
-    test_orientation_turns_counter_clockwise (orientation), test_render_equals_plain_renderer_and_no_pixel_leaves_the_frame
-    (in frame), test_index_classes_round_trip_in_deepmind_order (DeepMind's image order)
+    test_baselines_pca_of_the_images_explains_about_60_percent,
+    test_baselines_fast_ica_recovers_mixed_non_gaussian_sources (ICA),
+    test_baselines_in_pair_keeps_every_factor_but_shape; DC-IGN and InfoGAN (A.2):
+    test_dcign_clamp_forward_and_backward_match_their_definitions,
+    test_infogan_mutual_information_term_against_a_hand_computation
+  The 2D-shapes world: test_images_are_binary (binary images),
+    test_pixel_count_by_shape_and_scale_matches_the_real_images and
+    test_mean_on_fraction_matches_the_real_set (pixel counts as in the real images),
+    test_renderer_draws_the_genuine_dsprites_images and
+    test_a_pixel_whose_centre_lies_on_the_boundary_is_on (genuine dSprites images drawn pixel for
+    pixel), test_orientation_0_and_39_are_the_same_image and
+    test_orientation_turns_counter_clockwise (orientation),
+    test_render_equals_plain_renderer_and_no_pixel_leaves_the_frame (in frame),
+    test_index_classes_round_trip_in_deepmind_order (DeepMind's image order)
 """
 
 import argparse
@@ -74,11 +83,13 @@ import runs
 import replicas
 import shapes
 import stacked
+import sweep
 import train
 import traverse
 
 HERE = Path(__file__).parent
-harness = pytest.mark.harness  # Part 2's tests: `pytest test_all.py -m "not harness"` runs the paper's claims alone
+# Part 2's tests: `pytest test_all.py -m "not harness"` runs the paper's claims alone
+harness = pytest.mark.harness
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -119,14 +130,16 @@ def classes(*rows) -> torch.Tensor:
 
 @pytest.fixture(scope="session")
 def ground_truth() -> torch.Tensor:
-    """Every image's ground-truth factors as its code (737,280, 5), in DeepMind's order: a code that scores ~100 %.
+    """Every image's ground-truth factors as its code (737,280, 5), in DeepMind's order: a code that
+    scores ~100 %.
 
     Shared by every test that needs it; none may change it in place."""
     return shapes.index_to_classes(torch.arange(shapes.N_IMAGES)).float()
 
 # ================================================================ Part 1: the paper's claims
 
-# ---------------------------------------------------------------- the 2D-shapes world, Sim(v) (shapes.py)
+# ---------------------------------------------------------------- the 2D-shapes world, Sim(v)
+#                                                                  (shapes.py)
 
 def every_extreme() -> torch.Tensor:
     """Every shape and orientation at the largest scale, at every corner and edge of the frame."""
@@ -221,7 +234,8 @@ def test_mean_on_fraction_matches_the_real_set():
     assert abs(x.mean().item() - 0.0425) <= 0.002
 
 
-REAL_SAMPLE = HERE / "assets" / "dsprites_sample12.npz"  # 12 genuine dSprites images (README, "The 2D-shapes world")
+# 12 genuine dSprites images (README, "The 2D-shapes world")
+REAL_SAMPLE = HERE / "assets" / "dsprites_sample12.npz"
 
 
 def image_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -235,7 +249,8 @@ def test_renderer_draws_the_genuine_dsprites_images():
     assert set(c[:, 0].tolist()) == {0, 1, 2}  # squares, ellipses and hearts
     iou = image_iou(shapes.render(torch.from_numpy(c))[:, 0], torch.from_numpy(imgs))
     assert iou.min() >= 0.93 and iou.mean() >= 0.96, iou
-    assert iou[torch.from_numpy(c[:, 0] == 2)].min() >= 0.93  # the heart above all: a third of the world
+    # the heart above all: a third of the world
+    assert iou[torch.from_numpy(c[:, 0] == 2)].min() >= 0.93
 
 
 def test_a_pixel_whose_centre_lies_on_the_boundary_is_on():
@@ -243,14 +258,16 @@ def test_a_pixel_whose_centre_lies_on_the_boundary_is_on():
     # rows 3.5 px above and below its centre, 76 pixels in all.
     x = shapes.render(classes([1, 0, 0, 0, 0]))[0, 0]
     assert x[12].sum() > 0 and x[19].sum() > 0 and x[11].sum() == x[20].sum() == 0 and x.sum() == 76
-    # Points on each shape's boundary, computed independently in float32, are inside; 1 % farther out
-    # they are outside and 1 % nearer inside. The heart's comes from its curve, not from shapes.py's table.
+    # Points on each shape's boundary, computed independently in float32, are inside; 1 % farther
+    # out they are outside and 1 % nearer inside. The heart's comes from its curve, not from
+    # shapes.py's table.
     scale = 0.7
     h = shapes.SQUARE_HALF_SIDE * scale
     s = torch.linspace(-h, h, 101)
     a, b = (v * scale for v in shapes.ELLIPSE_AXES)
     phi = torch.linspace(0, 2 * math.pi, 101)
-    t = torch.linspace(0, math.pi, 20001, dtype=torch.float64)  # the classic heart curve, right half
+    # the classic heart curve, right half
+    t = torch.linspace(0, math.pi, 20001, dtype=torch.float64)
     hx = 16 * t.sin() ** 3 / 32  # x spans [−16, 16]: box width 1
     hy = 13 * t.cos() - 5 * (2 * t).cos() - 2 * (3 * t).cos() - (4 * t).cos()
     hy = (hy - (hy.max() + hy.min()) / 2) / (hy.max() - hy.min())  # box height 1, centred
@@ -258,7 +275,8 @@ def test_a_pixel_whose_centre_lies_on_the_boundary_is_on():
     hx, hy = hx[1000::100], hy[1000::100]
     side = shapes.HEART_BOX * scale
     heart = (torch.cat([hx, -hx]) * side, torch.cat([hy, hy]) * side - shapes.HEART_DROP * scale)
-    boundaries = {0: (torch.cat([s, torch.full_like(s, h)]), torch.cat([torch.full_like(s, -h), s])),
+    boundaries = {0: (torch.cat([s, torch.full_like(s, h)]),
+                      torch.cat([torch.full_like(s, -h), s])),
                   1: (a * phi.cos(), b * phi.sin()),
                   2: tuple(v.float() for v in heart)}
     for shape, (bx, by) in boundaries.items():
@@ -272,7 +290,8 @@ def test_index_classes_round_trip_in_deepmind_order():
     assert torch.equal(shapes.classes_to_index(shapes.index_to_classes(index)), index)
     # posY is fastest, shape slowest
     assert shapes.index_to_classes(torch.tensor([1]))[0].tolist() == [0, 0, 0, 0, 1]
-    assert shapes.index_to_classes(torch.tensor([shapes.N_IMAGES - 1]))[0].tolist() == [2, 5, 39, 31, 31]
+    assert (shapes.index_to_classes(torch.tensor([shapes.N_IMAGES - 1]))[0].tolist()
+            == [2, 5, 39, 31, 31])
     c = shapes.sample_factors(100000, torch.Generator().manual_seed(3))
     for f, size in enumerate(shapes.FACTOR_SIZES):
         assert c[:, f].min() == 0 and c[:, f].max() == size - 1
@@ -280,11 +299,13 @@ def test_index_classes_round_trip_in_deepmind_order():
 
 def test_render_large_batch_equals_small_batches():
     c = shapes.sample_factors(300, torch.Generator().manual_seed(4))
-    assert torch.equal(shapes.render(c), torch.cat([shapes.render(c[i:i + 7]) for i in range(0, 300, 7)]))
+    assert torch.equal(shapes.render(c),
+                       torch.cat([shapes.render(c[i:i + 7]) for i in range(0, 300, 7)]))
     assert torch.equal(shapes.render(c, chunk=50), shapes.render(c))
 
 
-# ---------------------------------------------------------------- Eq. 4 and Table 1 (loss.py, model.py)
+# ---------------------------------------------------------------- Eq. 4 and Table 1 (loss.py,
+#                                                                  model.py)
 
 def test_closed_form_kl_matches_monte_carlo():
     g = torch.Generator().manual_seed(0)
@@ -321,7 +342,8 @@ def test_loss_parts_against_a_hand_computation():
 
 def test_normalised_beta_of_a6():
     assert objective.normalised_beta(4.0, 10, 4096) == pytest.approx(4 * 10 / 4096)
-    assert objective.beta_from_normalised(objective.normalised_beta(250.0, 32, 12288), 32, 12288) == pytest.approx(250)
+    assert objective.beta_from_normalised(objective.normalised_beta(250.0, 32, 12288),
+                                          32, 12288) == pytest.approx(250)
 
 
 @pytest.mark.parametrize("arch,channels,latents", [("fc", 1, 10), ("conv", 3, 32), ("conv", 1, 5)])
@@ -336,7 +358,8 @@ def test_model_output_shapes(arch, channels, latents):
 
 
 def test_table1_fc_layer_sizes():
-    sizes = [m.out_features for m in model.BetaVAE("fc").modules() if isinstance(m, torch.nn.Linear)]
+    sizes = [m.out_features for m in model.BetaVAE("fc").modules()
+             if isinstance(m, torch.nn.Linear)]
     assert sizes == [1200, 1200, 20, 1200, 1200, 1200, 4096]
 
 
@@ -345,10 +368,13 @@ def test_metric_binary_mu_equals_the_dense_encoder():
     x = shapes.render(shapes.sample_factors(64, torch.Generator().manual_seed(6)))
     assert torch.allclose(metric.binary_mu(net, x), net.encode(x)[0], atol=1e-5)
     conv = model.BetaVAE("conv", channels=1)
-    assert torch.equal(metric.model_encoder(conv)(x), conv.encode(x)[0])  # the conv net: the dense encoder
+    # the conv net: the dense encoder
+    assert torch.equal(metric.model_encoder(conv)(x), conv.encode(x)[0])
 
 
-# ---------------------------------------------------------------- the disentanglement metric: Sec. 3, Eq. 5, A.4, A.5 (metric.py)
+# ---------------------------------------------------------------- the disentanglement metric:
+#                                                                  Sec. 3, Eq. 5, A.4, A.5
+#                                                                  (metric.py)
 
 SMALL = dict(n_train=2000, n_test=1000, steps=1000)
 
@@ -361,7 +387,8 @@ def test_ground_truth_scores_at_least_99_percent(ground_truth):
 def test_random_and_constant_codes_score_at_chance():
     noise = torch.randn(shapes.N_IMAGES, 10, generator=torch.Generator().manual_seed(0))
     assert abs(metric.disentanglement_score(noise, **SMALL) - 0.25) <= 0.1
-    assert abs(metric.disentanglement_score(torch.zeros(shapes.N_IMAGES, 10), **SMALL) - 0.25) <= 0.05
+    assert abs(metric.disentanglement_score(torch.zeros(shapes.N_IMAGES, 10), **SMALL)
+               - 0.25) <= 0.05
 
 
 def test_rotated_ground_truth_scores_below_ground_truth(ground_truth):
@@ -379,7 +406,8 @@ def test_same_seed_same_score_and_z_diff_definition(ground_truth):
     a = metric.disentanglement_score(codes, seed=5, **SMALL)
     assert a == metric.disentanglement_score(codes, seed=5, **SMALL)
     # z_diff against Eq. 5 by hand: the ground-truth difference on the fixed factor is 0
-    z_diff, y = metric.z_diff_points(ground_truth, 50, 8, (1, 2, 3, 4), torch.Generator().manual_seed(3))
+    z_diff, y = metric.z_diff_points(ground_truth, 50, 8, (1, 2, 3, 4),
+                                     torch.Generator().manual_seed(3))
     assert z_diff.shape == (50, 5) and (z_diff[torch.arange(50), y] == 0).all()
     assert (z_diff[:, 0] > 0).float().mean() > 0.8  # shape is free to vary
 
@@ -397,32 +425,37 @@ def test_mig_high_on_ground_truth_zero_when_duplicated(ground_truth):
 
 def test_factor_vae_metric_high_on_ground_truth_chance_on_constants(ground_truth):
     assert metric.factor_vae_score(ground_truth, n_train=2000, n_test=1000) >= 0.99
-    assert abs(metric.factor_vae_score(torch.zeros(shapes.N_IMAGES, 4), n_train=2000, n_test=1000) - 0.2) < 0.05
+    assert abs(metric.factor_vae_score(torch.zeros(shapes.N_IMAGES, 4), n_train=2000, n_test=1000)
+               - 0.2) < 0.05
 
 
 def test_factor_classification_reads_single_codes(ground_truth):
     accuracy = metric.factor_classification(ground_truth, n_train=1000, n_test=500, steps=100)
     assert set(accuracy) == set(shapes.FACTOR_NAMES)
     assert accuracy["shape"] > 0.6  # chance is 1/3
-    noise = metric.factor_classification(torch.randn(shapes.N_IMAGES, 3), n_train=1000, n_test=500, steps=100)
+    noise = metric.factor_classification(torch.randn(shapes.N_IMAGES, 3), n_train=1000, n_test=500,
+                                         steps=100)
     assert noise["posX"] < 0.1  # noise carries nothing: chance is 1/32
 
 
 def test_a4_protocol_drops_the_bottom_half():
     mean, std, kept = metric.a4_protocol([0.1, 0.9, 0.5, 0.7, 0.2, 0.8])
-    assert kept == [0.9, 0.8, 0.7] and mean == pytest.approx(0.8) and std == pytest.approx((2 / 300) ** 0.5)
+    assert kept == [0.9, 0.8, 0.7] and mean == pytest.approx(0.8) and \
+        std == pytest.approx((2 / 300) ** 0.5)
 
 
 def factor_codes(ground_truth: torch.Tensor) -> torch.Tensor:
-    """Standardised ground truth (5 columns), then the object's area (scale mixed with shape, in pixels)
-    and a constant: (737,280, 7) codes whose every latent's factor and purity are known."""
-    area = torch.tensor([370.0, 289.0, 225.0])[ground_truth[:, 0].long()] * (0.5 + 0.1 * ground_truth[:, 1]) ** 2
+    """Standardised ground truth (5 columns), then the object's area (scale mixed with shape, in
+    pixels) and a constant: (737,280, 7) codes whose every latent's factor and purity are known."""
+    area = (torch.tensor([370.0, 289.0, 225.0])[ground_truth[:, 0].long()]
+            * (0.5 + 0.1 * ground_truth[:, 1]) ** 2)
     standard = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
     return torch.cat([standard, area[:, None], torch.zeros(len(area), 1)], 1)
 
 
 def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angle(ground_truth):
-    codes, kl = factor_codes(ground_truth), torch.tensor([1.0, 1, 1, 1, 1, 1, 0])  # the constant is inactive
+    # the constant is inactive
+    codes, kl = factor_codes(ground_truth), torch.tensor([1.0, 1, 1, 1, 1, 1, 0])
     view = replicas.latent_summary(codes, kl)
     assert view["active"] == [0, 1, 2, 3, 4, 5]
     assert view["factor"][:6] == [0, 1, 2, 3, 4, 1] and min(view["purity"][:5]) > 0.999
@@ -430,9 +463,11 @@ def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angl
     assert view["nmi"].shape == (7, 5) and view["nmi"][3, 3] > 0.8 and view["nmi"][3, 4] < 1e-9
     assert view["pair"] == (3, 4) and view["angle"] == pytest.approx(0, abs=1e-6)
     assert view["mig"] == metric.mig(codes)
-    scaled = codes * torch.tensor([1, 1, 1, 3.0, -0.5, 1, 1])  # the angle ignores the latents' scales and signs
+    # the angle ignores the latents' scales and signs
+    scaled = codes * torch.tensor([1, 1, 1, 3.0, -0.5, 1, 1])
     sheared = codes.clone()
-    sheared[:, 3:5] = codes[:, 3:5] @ torch.tensor([[2.0, 0.5], [0.5, 1.0]])  # and a symmetric shear S
+    # and a symmetric shear S
+    sheared[:, 3:5] = codes[:, 3:5] @ torch.tensor([[2.0, 0.5], [0.5, 1.0]])
     for theta, angle in [(30, 30), (45, 45), (60, 30), (90, 0), (100, 10)]:
         for before in (scaled, sheared):
             turned = replicas.rotate_codes(before, 3, 4, theta)
@@ -440,11 +475,14 @@ def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angl
     mi = metric.mutual_information(replicas.rotate_codes(codes, 3, 4, 45), ground_truth.long())
     assert set(replicas.position_pair(mi, kl)) == {3, 4}  # still found when fully mixed
     codes[:, 5] += codes[:, 3]  # area and some posX: not the posY latent
-    assert replicas.position_pair(metric.mutual_information(codes, ground_truth.long()), kl) == (3, 4)
-    assert replicas.position_pair(mi, torch.tensor([0.0, 0, 0, 1, 0, 0, 0])) is None  # one active latent
+    assert replicas.position_pair(metric.mutual_information(codes, ground_truth.long()),
+                                  kl) == (3, 4)
+    # one active latent
+    assert replicas.position_pair(mi, torch.tensor([0.0, 0, 0, 1, 0, 0, 0])) is None
 
 
-def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_score_drops(ground_truth):
+def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_score_drops(
+        ground_truth):
     torch.manual_seed(0)
     net = model.BetaVAE("fc", latents=4).eval()
     head, M = net.encoder[-1], net.latents
@@ -457,29 +495,40 @@ def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_sc
         turned = replicas.rotate_latents(net, 0, 1, theta)
         with torch.no_grad():
             (mu, logvar), (mu_r, logvar_r) = net.encode(x), turned.encode(x)
-            # exact change of coordinates: μ' = R μ, logvar kept, decode'(R z) = decode(z) for any z
+            # exact change of coordinates: μ' = R μ, logvar kept,
+            # decode'(R z) = decode(z) for any z
             assert torch.allclose(mu_r, replicas.rotate_codes(mu, 0, 1, theta), atol=1e-6)
             assert torch.equal(logvar_r, logvar)
-            assert torch.allclose(turned.decode(replicas.rotate_codes(z, 0, 1, theta)), net.decode(z), atol=1e-5)
-            assert (turned.decode(z) - net.decode(z)).abs().max() > 0.1  # the decoder does read the pair
+            assert torch.allclose(turned.decode(replicas.rotate_codes(z, 0, 1, theta)),
+                                  net.decode(z), atol=1e-5)
+            # the decoder does read the pair
+            assert (turned.decode(z) - net.decode(z)).abs().max() > 0.1
         # Eq. 4 with the noise turned too is the same number; with the same noise, within 0.1 %
-        same = replicas.objective_on_batch(turned, x, replicas.rotate_codes(eps, 0, 1, theta), 4.0)["loss"].item()
+        same = replicas.objective_on_batch(turned, x, replicas.rotate_codes(eps, 0, 1, theta),
+                                           4.0)["loss"].item()
         assert same == pytest.approx(before, rel=1e-6)
-        assert replicas.objective_on_batch(turned, x, eps, 4.0)["loss"].item() == pytest.approx(before, rel=1e-3)
-        assert turned is not net and torch.equal(net.encode(x)[0], mu)  # the model itself is left alone
-    # Latents 2 and 3 have unequal variances: turned by 90° with their variances, a relabelling, Eq. 4 exact
+        assert replicas.objective_on_batch(turned, x, eps, 4.0)["loss"].item() == \
+            pytest.approx(before, rel=1e-3)
+        # the model itself is left alone
+        assert turned is not net and torch.equal(net.encode(x)[0], mu)
+    # Latents 2 and 3 have unequal variances: turned by 90° with their variances, a relabelling,
+    # Eq. 4 exact
     relabelled = replicas.rotate_latents(net, 2, 3, 90.0, turn_variance=True)
     with torch.no_grad():
         assert torch.allclose(relabelled.encode(x)[1], logvar[:, [0, 1, 3, 2]], atol=1e-6)
-    same = replicas.objective_on_batch(relabelled, x, replicas.rotate_codes(eps, 2, 3, 90.0), 4.0)["loss"].item()
-    assert same == pytest.approx(before, rel=1e-6) and not torch.allclose(logvar[:, 2], logvar[:, 3], atol=1e-3)
+    same = replicas.objective_on_batch(relabelled, x, replicas.rotate_codes(eps, 2, 3, 90.0),
+                                       4.0)["loss"].item()
+    assert same == pytest.approx(before, rel=1e-6) and \
+        not torch.allclose(logvar[:, 2], logvar[:, 3], atol=1e-3)
     # while the metric, reading single latents, loses the position factors turned by 45°
     codes = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
     aligned = metric.disentanglement_score(codes, L=16, **SMALL)
-    assert metric.disentanglement_score(replicas.rotate_codes(codes, 3, 4, 45), L=16, **SMALL) < aligned - 0.15
+    assert metric.disentanglement_score(replicas.rotate_codes(codes, 3, 4, 45), L=16,
+                                        **SMALL) < aligned - 0.15
 
 
-# ---------------------------------------------------------------- latent traversals and response maps: Figs. 1-4, 7 (traverse.py)
+# ---------------------------------------------------------------- latent traversals and response
+#                                                                  maps: Figs. 1-4, 7 (traverse.py)
 
 def test_traverse_a_latent_the_decoder_ignores_barely_changes_the_image():
     torch.manual_seed(0)
@@ -497,7 +546,8 @@ def test_traverse_a_latent_the_decoder_ignores_barely_changes_the_image():
     mu, _ = traverse.encode(net, x[:3])
     images = traverse.traversal(net, mu, steps=5)
     assert images.shape == (3, 4, 5, 1, 64, 64)
-    change = (images - images[:, :, :1]).abs().mean((0, 2, 3, 4, 5))  # (M,) mean pixel change along each row
+    # (M,) mean pixel change along each row
+    change = (images - images[:, :, :1]).abs().mean((0, 2, 3, 4, 5))
     assert change[1] < 1e-6 and change[0] > 0.01, change
 
 
@@ -518,11 +568,15 @@ def test_traverse_response_map_of_a_code_equal_to_posx_is_a_ramp(tmp_path):
     # each row's colour bar: the highest value's colour at its top, the lowest's at its bottom
     bar = traverse.LABEL_WIDTH + traverse.HEAT + traverse.SPACE // 2 + traverse.BAR[0] // 2
     top = 2 * traverse.LINE + 4
-    (r_top, _, b_top), (r_bottom, _, b_bottom) = (picture.getpixel((bar, y)) for y in (top + 1, top + traverse.PLOT[1] - 10))
-    assert r_top > 200 > b_top + 150 and b_bottom > 100 > r_bottom + 50  # red at the top, dark blue at the bottom
+    (r_top, _, b_top), (r_bottom, _, b_bottom) = (picture.getpixel((bar, y))
+                                                  for y in (top + 1, top + traverse.PLOT[1] - 10))
+    # red at the top, dark blue at the bottom
+    assert r_top > 200 > b_top + 150 and b_bottom > 100 > r_bottom + 50
 
 
-# ---------------------------------------------------------------- the baselines of Fig. 6: PCA, ICA (A.3), DC-IGN, InfoGAN (A.2) (baselines.py)
+# ---------------------------------------------------------------- the baselines of Fig. 6: PCA, ICA
+#                                                                  (A.3), DC-IGN, InfoGAN (A.2)
+#                                                                  (baselines.py)
 
 def test_baselines_pca_matches_numpy_svd():
     g = torch.Generator().manual_seed(0)
@@ -541,10 +595,13 @@ def test_baselines_chunked_covariance_equals_direct():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1000, 12, generator=g, dtype=torch.float64) * torch.arange(1, 13) + 5
     mean, cov = baselines.covariance(x.split(300))  # 4 chunks, the last one short
-    assert torch.allclose(mean, x.mean(0)) and torch.allclose(cov, torch.cov(x.T, correction=0), atol=1e-10)
-    # image chunks in float32 sharing one buffer (a band of pixels, for speed): the sums of counts are exact
+    assert torch.allclose(mean, x.mean(0)) and torch.allclose(cov, torch.cov(x.T, correction=0),
+                                                              atol=1e-10)
+    # image chunks in float32 sharing one buffer (a band of pixels, for speed): the sums of counts
+    # are exact
     band = lambda chunks: (c[:, 1900:2200] for c in chunks)  # noqa: E731
-    chunked = baselines.covariance(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=400)))
+    chunked = baselines.covariance(band(baselines.pixel_chunks(1500, torch.device("cpu"),
+                                                               batch_size=400)))
     images = next(band(baselines.pixel_chunks(1500, torch.device("cpu"), batch_size=1500))).double()
     assert images.sum() > 0
     assert torch.allclose(chunked[0], images.mean(0), atol=1e-12)
@@ -552,12 +609,14 @@ def test_baselines_chunked_covariance_equals_direct():
 
 
 def test_baselines_pca_of_the_images_explains_about_60_percent():
-    pca = baselines.fit_pca(*baselines.covariance(baselines.pixel_chunks(3000, torch.device("cpu"), 1000)))
+    pca = baselines.fit_pca(*baselines.covariance(baselines.pixel_chunks(3000, torch.device("cpu"),
+                                                                         1000)))
     assert 0.58 < pca.explained < 0.66  # paper (A.3): 60.8 %
     images = next(baselines.pixel_chunks(3000, torch.device("cpu"), 3000))
     codes = pca(images)  # (3000, 10): the same images, whitened
     assert codes.shape == (3000, 10)
-    assert torch.allclose(torch.cov(codes.T.double(), correction=0), torch.eye(10, dtype=torch.float64), atol=1e-3)
+    assert torch.allclose(torch.cov(codes.T.double(), correction=0),
+                          torch.eye(10, dtype=torch.float64), atol=1e-3)
 
 
 def amari_error(P: torch.Tensor) -> float:
@@ -587,15 +646,18 @@ def test_baselines_in_pair_keeps_every_factor_but_shape():
     index = torch.randint(shapes.N_IMAGES, (6000,), generator=g)
     moved = shapes.index_to_classes(baselines.in_pair(index, (0, 2), g))
     assert torch.equal(moved[:, 1:], shapes.index_to_classes(index)[:, 1:])
-    assert set(moved[:, 0].tolist()) == {0, 2} and abs((moved[:, 0] == 2).float().mean() - 0.5) < 0.03
+    assert set(moved[:, 0].tolist()) == {0, 2} and \
+        abs((moved[:, 0] == 2).float().mean() - 0.5) < 0.03
 
 
 def test_baselines_ground_truth_row_scores_at_least_99_percent(ground_truth):
     assert torch.equal(baselines.ground_truth_codes(), ground_truth)
-    assert baselines.score_row(baselines.Row("ground truth", lambda: [ground_truth]), seeds=1, **SMALL)[0][0] >= 0.99
+    assert baselines.score_row(baselines.Row("ground truth", lambda: [ground_truth]), seeds=1,
+                               **SMALL)[0][0] >= 0.99
     # every replica with every classifier seed
     replicas = baselines.Row("two", lambda: [ground_truth, torch.zeros(shapes.N_IMAGES, 2)])
-    scores, accuracies = baselines.score_row(replicas, seeds=2, table2=True, n_train=100, n_test=100, steps=5)
+    scores, accuracies = baselines.score_row(replicas, seeds=2, table2=True, n_train=100,
+                                             n_test=100, steps=5)
     assert len(scores) == 4 and scores[0] != scores[2] and len(accuracies) == 2
     _, accuracies = baselines.score_row(replicas, seeds=1, table2=True, n_train=2000, n_test=500)
     assert accuracies[0]["posX"] > 0.9 and accuracies[1]["posX"] < 0.1  # 1/32 by chance
@@ -623,7 +685,8 @@ def test_dcign_batches_vary_one_factor_and_every_latent_has_a_factor():
         assert (c[:, others] == c[0, others]).all() and len(c[:, factor].unique()) > 1
         seen.add(factor)
     assert seen == set(range(5)) == set(baselines.DCIGN_LATENTS)
-    assert sorted(i for latents in baselines.DCIGN_LATENTS.values() for i in latents) == list(range(10))
+    assert sorted(i for latents in baselines.DCIGN_LATENTS.values()
+                  for i in latents) == list(range(10))
 
 
 def test_infogan_mutual_information_term_against_a_hand_computation():
@@ -634,15 +697,21 @@ def test_infogan_mutual_information_term_against_a_hand_computation():
     hand = math.log(2 * math.pi) + 0.5 * math.log(4.0) + 0.25
     assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(hand, rel=1e-6)
     normal = torch.distributions.Normal(mu, (0.5 * logvar).exp())
-    assert baselines.info_nll(c, mu, logvar).item() == pytest.approx(-normal.log_prob(c).sum(1).mean().item())
+    assert baselines.info_nll(c, mu, logvar).item() == \
+        pytest.approx(-normal.log_prob(c).sum(1).mean().item())
 
 
-# ================================================================ Part 2: the harness (CLIs, bad input, safe files, stops and resumes)
+# ================================================================ Part 2: the harness (CLIs, bad
+#                                                                  input, safe files, stops and
+#                                                                  resumes)
 
-# ---------------------------------------------------------------- copy one file: each concept file works alone
+# ---------------------------------------------------------------- copy one file: each concept file
+#                                                                  works alone
 
-CONCEPT_FILES = {"loss.py": (), "model.py": (), "shapes.py": (), "metric.py": ("shapes.py",)}  # file: the siblings it names
-COPY_USES = {  # a short script per file, run in a folder that holds the file, its named siblings, and nothing else
+# file: the siblings it names
+CONCEPT_FILES = {"loss.py": (), "model.py": (), "shapes.py": (), "metric.py": ("shapes.py",)}
+# a short script per file, run in a folder that holds the file, its named siblings, and nothing else
+COPY_USES = {
     "loss.py": """
 import torch, loss
 g = torch.Generator().manual_seed(0)
@@ -658,7 +727,8 @@ net = model.BetaVAE("fc")
 x = (torch.rand(4, 1, 64, 64) > 0.9).float()
 logits, mu, logvar = net(x)
 assert logits.shape == (4, 1, 64, 64) and mu.shape == logvar.shape == (4, 10)
-torch.save({"model": net.state_dict(), "config": {**net.config, "dataset": "shapes", "beta": 4.0}}, "ckpt.pt")
+torch.save({"model": net.state_dict(), "config": {**net.config, "dataset": "shapes", "beta": 4.0}},
+           "ckpt.pt")
 loaded, config = model.load_checkpoint("ckpt.pt")
 assert torch.equal(loaded.encode(x)[0], net.eval().encode(x)[0]) and config["arch"] == "fc"
 open("junk.pt", "wb").write(b"not a checkpoint")
@@ -694,7 +764,8 @@ class Centroid(nn.Module):  # a researcher's own encoder: position and area of t
         mu = torch.stack([cx, cy, area, torch.randn(len(x))], 1)
         return mu, torch.zeros_like(mu)
 
-score = metric.disentanglement_score(metric.rendered_codes(Centroid()), L=8, n_train=500, n_test=300)
+score = metric.disentanglement_score(metric.rendered_codes(Centroid()), L=8, n_train=500,
+                                     n_test=300)
 noise = metric.disentanglement_score(metric.rendered_codes(lambda x: torch.randn(len(x), 4)), L=8,
                                      n_train=500, n_test=300)
 assert score > 0.6 and noise < 0.4, (score, noise)
@@ -710,7 +781,8 @@ def module_imports(path: Path) -> set[str]:
     for node in tree.body:
         if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
             continue  # for annotations only: never imported when the file runs
-        for sub in ast.walk(node) if isinstance(node, ast.If) else [node]:  # `if __name__ == ...` blocks too
+        # `if __name__ == ...` blocks too
+        for sub in ast.walk(node) if isinstance(node, ast.If) else [node]:
             if isinstance(sub, ast.Import):
                 names |= {a.name.split(".")[0] for a in sub.names}
             elif isinstance(sub, ast.ImportFrom) and sub.level == 0:
@@ -722,16 +794,20 @@ def test_concept_files_import_only_torch_numpy_and_the_siblings_they_name():
     project = {p.stem for p in HERE.glob("*.py")}
     for name, siblings in CONCEPT_FILES.items():
         pulled = module_imports(HERE / name) & project
-        assert pulled <= {Path(s).stem for s in siblings}, f"{name} imports {sorted(pulled)} of the project"
-        assert module_imports(HERE / name) - project <= set(sys.stdlib_module_names) | {"torch", "numpy"}, name
+        assert pulled <= {Path(s).stem for s in siblings}, \
+            f"{name} imports {sorted(pulled)} of the project"
+        assert module_imports(HERE / name) - project <= \
+            set(sys.stdlib_module_names) | {"torch", "numpy"}, name
 
 
 @pytest.mark.parametrize("name", sorted(CONCEPT_FILES))
 def test_a_concept_file_copied_alone_into_a_fresh_folder_works(tmp_path, name):
     for f in (name, *CONCEPT_FILES[name]):
         shutil.copy(HERE / f, tmp_path / f)
-    script = "import os, sys\nsys.path.insert(0, os.getcwd())\n" + COPY_USES[name]  # -I: the folder alone, not the repository
-    r = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # -I: the folder alone, not the repository
+    script = "import os, sys\nsys.path.insert(0, os.getcwd())\n" + COPY_USES[name]
+    r = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{Path(name).stem} ok" in r.stdout
 
@@ -777,7 +853,8 @@ def test_shapes_cli_grid_and_bad_input(tmp_path):
     png = tmp_path / "grid.png"
     run_cli("shapes.py", "--grid", str(png))
     assert Image.open(png).size == (10 * 66, 18 * 66)
-    assert_one_line_error(run_cli("shapes.py", "--grid", str(tmp_path / "no" / "dir.png"), check=False))
+    assert_one_line_error(run_cli("shapes.py", "--grid", str(tmp_path / "no" / "dir.png"),
+                                  check=False))
     assert_one_line_error(run_cli("shapes.py", check=False))
     assert_one_line_error(run_cli("shapes.py", "--benchmark", "--device", "nonsense", check=False))
 
@@ -801,7 +878,8 @@ def test_shapes_cli_compare_reports_iou_by_shape_and_overlays_the_worst(tmp_path
 
 @harness
 def test_export_to_an_unwritable_place_fails_at_once_and_a_failed_write_leaves_no_file(tmp_path):
-    assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path / "no" / "set.npz"), check=False))
+    assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path / "no" / "set.npz"),
+                                  check=False))
     assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path), check=False))
     old = tmp_path / "set.npz"
     old.write_bytes(b"the old file")
@@ -812,7 +890,8 @@ def test_export_to_an_unwritable_place_fails_at_once_and_a_failed_write_leaves_n
 
     with pytest.raises(KeyboardInterrupt):
         runs.write_atomically(str(old), fail)
-    assert old.read_bytes() == b"the old file" and [p.name for p in tmp_path.iterdir()] == ["set.npz"]
+    assert old.read_bytes() == b"the old file" and \
+        [p.name for p in tmp_path.iterdir()] == ["set.npz"]
 
 
 @harness
@@ -822,7 +901,8 @@ def test_render_on_cuda_equals_cpu():
     assert torch.equal(shapes.render(c.cuda()).cpu(), shapes.render(c))
 
 
-# ---------------------------------------------------------------- model.py (checkpoints), runs.py (devices)
+# ---------------------------------------------------------------- model.py (checkpoints), runs.py
+#                                                                  (devices)
 
 @harness
 def test_load_checkpoint_rejects_bad_files(tmp_path):
@@ -849,11 +929,13 @@ def test_train_and_every_cli_pick_devices_through_runs_pick_device():
 # ---------------------------------------------------------------- train.py
 
 def train_cli(tmp_path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return run_cli("train.py", "--log-every", "5", "--save-every", "10", "--device", "cpu", *args, check=check)
+    return run_cli("train.py", "--log-every", "5", "--save-every", "10", "--device", "cpu", *args,
+                   check=check)
 
 
 def train_in_process(monkeypatch, *args: str) -> None:
-    """train.py's main() in this process, as `python train.py *args` runs it; torch's thread count kept."""
+    """train.py's main() in this process, as `python train.py *args` runs it; torch's thread
+    count kept."""
     monkeypatch.setattr(sys, "argv", ["train.py", *args])
     threads = torch.get_num_threads()
     try:
@@ -876,8 +958,9 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert drop_seconds(a.with_suffix(".csv")) == drop_seconds(b.with_suffix(".csv"))
 
 
-SMALL_RUN = ("--arch", "conv", "--batch-size", "8", "--log-every", "4", "--save-every", "10", "--threads", "1",
-             "--device", "cpu")  # the conv net: 6 MB checkpoints, against the fc net's 114 MB
+# the conv net: 6 MB checkpoints, against the fc net's 114 MB
+SMALL_RUN = ("--arch", "conv", "--batch-size", "8", "--log-every", "4", "--save-every", "10",
+             "--threads", "1", "--device", "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -891,13 +974,14 @@ def unbroken_40(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def start_run():
-    """start_run(out, *args): a 100,000-step SMALL_RUN into `out`, killed when the test ends however it ends,
-    so that a failed assertion never leaves it training beside the other tests."""
+    """start_run(out, *args): a 100,000-step SMALL_RUN into `out`, killed when the test ends however
+    it ends, so that a failed assertion never leaves it training beside the other tests."""
     started = []
 
     def start(out: Path, *args: str) -> subprocess.Popen:
-        started.append(subprocess.Popen([sys.executable, "train.py", *SMALL_RUN, "--steps", "100000", "--out", str(out),
-                                         *args], cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        started.append(subprocess.Popen([sys.executable, "train.py", *SMALL_RUN,
+                                         "--steps", "100000", "--out", str(out), *args], cwd=HERE,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         return started[-1]
 
     yield start
@@ -917,7 +1001,8 @@ def nan_checkpoint(path: Path) -> Path:
     """A checkpoint in train.py's layout whose weights hold a NaN, as a diverged run's would."""
     state = model.BetaVAE("fc").state_dict()
     state["decoder.0.bias"][0] = float("nan")
-    torch.save({"model": state, "config": {"dataset": "shapes", "arch": "fc", "latents": 10, "channels": 1},
+    torch.save({"model": state,
+                "config": {"dataset": "shapes", "arch": "fc", "latents": 10, "channels": 1},
                 "optimizer": {}, "step": 1, "rng": {}}, path)
     return path
 
@@ -933,10 +1018,12 @@ def image_folder(tmp_path: Path, size: tuple[int, int] = (80, 70)) -> Path:
 
 
 def huge_png(path: Path, side: int = 15000) -> None:
-    """A PNG whose header claims side × side pixels (225 megapixels for 15000): pillow refuses it at open."""
+    """A PNG whose header claims side × side pixels (225 megapixels for 15000): pillow refuses it
+    at open."""
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(path)
     data = bytearray(path.read_bytes())
-    ihdr = struct.pack(">II", side, side) + bytes(data[24:29])  # width, height, then the rest of IHDR
+    # width, height, then the rest of IHDR
+    ihdr = struct.pack(">II", side, side) + bytes(data[24:29])
     data[16:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
     path.write_bytes(bytes(data))
@@ -946,7 +1033,8 @@ def huge_png(path: Path, side: int = 15000) -> None:
 def test_train_cli_writes_a_checkpoint_that_loads(tmp_path):
     out = tmp_path / "ckpt.pt"
     result = train_cli(tmp_path, "--steps", "20", "--out", str(out))
-    assert "step 20/20" in result.stdout and "samples/s" in result.stdout and "active" in result.stdout
+    assert "step 20/20" in result.stdout and "samples/s" in result.stdout and \
+        "active" in result.stdout
     net, config = model.load_checkpoint(str(out))
     assert config["beta"] == 4.0 and config["optimizer"] == "adagrad" and config["lr"] == 1e-2
     assert config["arch"] == "fc" and config["latents"] == 10 and config["batch_size"] == 64
@@ -959,10 +1047,11 @@ def test_train_cli_writes_a_checkpoint_that_loads(tmp_path):
 def test_eval_every_writes_the_score_into_the_log(tmp_path, monkeypatch, capsys, ground_truth):
     # no encoding: the ground truth, which scores 100 % (the metric's own tests encode)
     monkeypatch.setattr(metric, "encode_all", lambda encode, device, progress: ground_truth)
-    train_in_process(monkeypatch, "--steps", "10", "--log-every", "5", "--eval-every", "10", "--batch-size", "8",
-                     "--device", "cpu", "--out", str(tmp_path / "e.pt"))
+    train_in_process(monkeypatch, "--steps", "10", "--log-every", "5", "--eval-every", "10",
+                     "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "e.pt"))
     assert "disentanglement score 100.00%" in capsys.readouterr().out
-    header, row5, row10 = [line.split(",") for line in (tmp_path / "e.csv").read_text().splitlines()]
+    header, row5, row10 = [line.split(",")
+                           for line in (tmp_path / "e.csv").read_text().splitlines()]
     assert header[-1] == "score" and row5[-1] == "" and float(row10[-1]) == 1.0
 
 
@@ -974,15 +1063,19 @@ def test_trainer_leaves_its_config_and_the_global_random_state_alone():
     trainer.step()
     assert config == before and torch.equal(torch.get_rng_state(), rng)
     assert trainer.config["channels"] == 1 and trainer.config is not config
-    again = train.Trainer(config, torch.device("cpu"))  # the same seed: the same weights and first step
-    assert all(torch.equal(p, q) for p, q in zip(train.Trainer(config, torch.device("cpu")).model.parameters(),
-                                                 again.model.parameters()))
-    assert torch.equal(again.step()["loss"], train.Trainer(config, torch.device("cpu")).step()["loss"])
+    # the same seed: the same weights and first step
+    again = train.Trainer(config, torch.device("cpu"))
+    assert all(torch.equal(p, q)
+               for p, q in zip(train.Trainer(config, torch.device("cpu")).model.parameters(),
+                               again.model.parameters()))
+    assert torch.equal(again.step()["loss"],
+                       train.Trainer(config, torch.device("cpu")).step()["loss"])
 
 
 @harness
 def test_scoring_during_training_leaves_the_training_noise_alone(monkeypatch, ground_truth):
-    monkeypatch.setattr(metric, "encode_all", lambda encode, device, progress: ground_truth)  # no encoding
+    # no encoding
+    monkeypatch.setattr(metric, "encode_all", lambda encode, device, progress: ground_truth)
     net = model.BetaVAE("fc")
     torch.manual_seed(7)
     before = torch.get_rng_state()
@@ -991,23 +1084,29 @@ def test_scoring_during_training_leaves_the_training_noise_alone(monkeypatch, gr
 
 
 @harness
-def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_recipe(tmp_path, monkeypatch, capsys):
+def test_train_prints_between_log_rows_without_moving_them_and_names_the_cpu_recipe(
+        tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runs, "PROGRESS_SECONDS", 0.0)  # as if every step took 10 s
-    train_in_process(monkeypatch, *SMALL_RUN, "--steps", "6", "--log-every", "5", "--out", str(tmp_path / "p.pt"))
-    steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    train_in_process(monkeypatch, *SMALL_RUN, "--steps", "6", "--log-every", "5",
+                     "--out", str(tmp_path / "p.pt"))
+    steps = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("step ")]
     assert steps == ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]
-    assert [row.split(",")[0] for row in (tmp_path / "p.csv").read_text().splitlines()] == ["step", "5", "6"]
-    train_in_process(monkeypatch, "--arch", "conv", "--time-limit", "1e-6", "--threads", "1", "--device", "cpu",
-                     "--out", str(tmp_path / "d.pt"))
+    assert [row.split(",")[0]
+            for row in (tmp_path / "p.csv").read_text().splitlines()] == ["step", "5", "6"]
+    train_in_process(monkeypatch, "--arch", "conv", "--time-limit", "1e-6", "--threads", "1",
+                     "--device", "cpu", "--out", str(tmp_path / "d.pt"))
     assert train.CPU_RECIPE in capsys.readouterr().out  # the paper's 300,000 steps, on a CPU
 
 
 @harness
 def test_resume_equals_an_unbroken_run(tmp_path):
-    small = (*SMALL_RUN, "--log-every", "5", "--beta", "2")  # a stop at a log row: the rows must match too
+    # a stop at a log row: the rows must match too
+    small = (*SMALL_RUN, "--log-every", "5", "--beta", "2")
     run_cli("train.py", *small, "--steps", "20", "--out", str(tmp_path / "a.pt"))
     run_cli("train.py", *small, "--steps", "10", "--out", str(tmp_path / "b.pt"))
-    run_cli("train.py", "--steps", "20", "--out", str(tmp_path / "b.pt"), "--resume", "--threads", "1", "--device", "cpu")
+    run_cli("train.py", "--steps", "20", "--out", str(tmp_path / "b.pt"), "--resume",
+            "--threads", "1", "--device", "cpu")
     a = torch.load(tmp_path / "a.pt", weights_only=True)
     b = torch.load(tmp_path / "b.pt", weights_only=True)
     assert a["step"] == b["step"] == 20
@@ -1026,7 +1125,8 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
                              "--save-every", "100000", "--out", str(out), "--device", "cpu"],
                             cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout.readline().startswith(f"training {out} to step 100,000")  # at once, what it does
+        # at once, what it does
+        assert proc.stdout.readline().startswith(f"training {out} to step 100,000")
         wait_for_step(proc, 2)
         proc.send_signal(signal.SIGINT)
         _, stderr = proc.communicate(timeout=60)
@@ -1040,17 +1140,18 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
 def test_image_folder_run(tmp_path):
     folder = image_folder(tmp_path)
     out = tmp_path / "conv.pt"
-    train_cli(tmp_path, "--dataset", "folder", "--data", str(folder), "--steps", "5", "--batch-size", "4",
-              "--out", str(out), "--likelihood", "gaussian")
+    train_cli(tmp_path, "--dataset", "folder", "--data", str(folder), "--steps", "5",
+              "--batch-size", "4", "--out", str(out), "--likelihood", "gaussian")
     net, config = model.load_checkpoint(str(out))
     assert config["arch"] == "conv" and config["latents"] == 32 and config["channels"] == 3
     assert config["optimizer"] == "adam" and config["lr"] == 1e-4
 
 
-# Bad input to train.py, each case one line on stderr and no traceback. A "cli" case runs `python train.py` as a
-# user types it (test_train_bad_input_is_one_line), a "main" case train.main() in this process, without a torch
-# import to wait for (test_train_cli_bad_input_is_one_line_in_process). Names in capitals, and run.csv, stand for
-# the files of bad_input_files.
+# Bad input to train.py, each case one line on stderr and no traceback. A "cli" case runs
+# `python train.py` as a user types it (test_train_bad_input_is_one_line), a "main" case
+# train.main() in this process, without a torch import to wait for
+# (test_train_cli_bad_input_is_one_line_in_process). Names in capitals, and run.csv, stand for the
+# files of bad_input_files.
 TRAIN_BAD_INPUT = [
     ("cli", "--beta", "-1"),
     ("main", "--lr", "nan"),
@@ -1074,7 +1175,8 @@ TRAIN_BAD_INPUT = [
     ("main", "--dataset", "folder", "--data", "HUGE"),
     ("cli", "--dataset", "dsprites", "--data", "/no/such/file.npz"),
     ("main", "--dataset", "dsprites", "--data", "NPY"),
-    ("main", "--capacity-max", "nan"),  # the audit's "Also": nan, inf and negative capacities and γ
+    # the audit's "Also": nan, inf and negative capacities and γ
+    ("main", "--capacity-max", "nan"),
     ("main", "--capacity-max", "-5"),
     ("main", "--gamma", "inf"),
     ("main", "--seeds", "0-100000000000"),  # the audit's 9: not a MemoryError
@@ -1096,11 +1198,11 @@ def bad_input_files(tmp_path) -> dict[str, Path]:
     np.save(tmp_path / "imgs.npy", np.zeros((2, 64, 64), np.uint8))
     (tmp_path / "huge").mkdir()
     huge_png(tmp_path / "huge" / "big.png")
-    torch.save({"model": baselines.DCIGN().state_dict(), "config": {"baseline": "dcign"}, "optimizer": {},
-                "step": 1, "rng": {}}, tmp_path / "dcign.pt")
-    return {"EMPTY": tmp_path / "empty", "CORRUPT": tmp_path / "corrupt.pt", "FOLDER": tmp_path / "folder",
-            "NPY": tmp_path / "imgs.npy", "HUGE": tmp_path / "huge", "DCIGN": tmp_path / "dcign.pt",
-            "run.csv": tmp_path / "run.csv"}
+    torch.save({"model": baselines.DCIGN().state_dict(), "config": {"baseline": "dcign"},
+                "optimizer": {}, "step": 1, "rng": {}}, tmp_path / "dcign.pt")
+    return {"EMPTY": tmp_path / "empty", "CORRUPT": tmp_path / "corrupt.pt",
+            "FOLDER": tmp_path / "folder", "NPY": tmp_path / "imgs.npy", "HUGE": tmp_path / "huge",
+            "DCIGN": tmp_path / "dcign.pt", "run.csv": tmp_path / "run.csv"}
 
 
 @harness
@@ -1113,7 +1215,8 @@ def test_train_bad_input_is_one_line(tmp_path, bad_input_files, args):
 
 @harness
 @pytest.mark.parametrize("args", bad_train_input("main"))
-def test_train_cli_bad_input_is_one_line_in_process(tmp_path, monkeypatch, capsys, bad_input_files, args):
+def test_train_cli_bad_input_is_one_line_in_process(tmp_path, monkeypatch, capsys, bad_input_files,
+                                                    args):
     args = [str(bad_input_files.get(a, a)) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "x.pt")]
@@ -1126,7 +1229,8 @@ def test_train_refuses_an_existing_out_unless_resume_or_overwrite(tmp_path, monk
     train_in_process(monkeypatch, *SMALL_RUN, "--steps", "8", "--out", str(out))
     before, log = out.read_bytes(), (tmp_path / "quick.csv").read_text()
     capsys.readouterr()
-    refused = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "4", "--out", str(out))
+    refused = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "4",
+                         "--out", str(out))
     assert "--resume" in refused and "--overwrite" in refused
     assert out.read_bytes() == before and (tmp_path / "quick.csv").read_text() == log
     train_in_process(monkeypatch, *SMALL_RUN, "--steps", "4", "--out", str(out), "--overwrite")
@@ -1136,7 +1240,8 @@ def test_train_refuses_an_existing_out_unless_resume_or_overwrite(tmp_path, monk
 
 @harness
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run(tmp_path, monkeypatch, unbroken_40, stop,
+def test_train_stopped_at_a_chosen_step_then_resumed_equals_an_unbroken_run(tmp_path, monkeypatch,
+                                                                            unbroken_40, stop,
                                                                             start_run):
     out = tmp_path / "stopped.pt"
     proc = start_run(out)
@@ -1157,11 +1262,13 @@ def test_train_refuses_a_second_run_on_one_out_and_after_sigkill_resumes_with_a_
     out = tmp_path / "killed.pt"
     proc = start_run(out)
     wait_for_step(proc, 16)  # saved at step 10, logged to 16
-    second = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "20", "--out", str(out), "--overwrite")
+    second = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "20",
+                        "--out", str(out), "--overwrite")
     assert f"PID {proc.pid}" in second
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)
-    assert torch.load(out, weights_only=True)["step"] == 10 and Path(f"{out}.lock").exists()  # stale
+    assert torch.load(out, weights_only=True)["step"] == 10 and \
+        Path(f"{out}.lock").exists()  # stale
     train_in_process(monkeypatch, *SMALL_RUN, "--steps", "40", "--out", str(out), "--resume")
     assert_same_run(out, unbroken_40)
     assert not Path(f"{out}.lock").exists() and not list(tmp_path.glob(".killed.pt.*"))
@@ -1190,8 +1297,10 @@ def test_train_ctrl_c_during_scoring_keeps_the_score(tmp_path, monkeypatch):
 @harness
 def test_train_nan_stop_keeps_only_a_checkpoint_with_finite_weights(tmp_path, monkeypatch, capsys):
     out = tmp_path / "n.pt"
-    err = main_error(monkeypatch, capsys, "train.py", "--lr", "1e300", "--steps", "3", "--log-every", "1",
-                     "--save-every", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out))  # fp32 weights overflow
+    # fp32 weights overflow
+    err = main_error(monkeypatch, capsys, "train.py", "--lr", "1e300", "--steps", "3",
+                     "--log-every", "1", "--save-every", "1", "--batch-size", "8",
+                     "--device", "cpu", "--out", str(out))
     assert "NaN" in err and "no checkpoint was written" in err
     assert not out.exists()  # the weights after step 1 are NaN: never saved as good
 
@@ -1201,17 +1310,20 @@ def test_train_resume_and_load_checkpoint_refuse_nan_weights(tmp_path, monkeypat
     path = nan_checkpoint(tmp_path / "nan.pt")
     with pytest.raises(model.CheckpointError, match="NaN"):
         model.load_checkpoint(str(path))
-    err = main_error(monkeypatch, capsys, "train.py", "--out", str(path), "--resume", "--steps", "2")
+    err = main_error(monkeypatch, capsys, "train.py", "--out", str(path), "--resume",
+                     "--steps", "2")
     assert "NaN" in err
 
 
 @harness
-def test_train_failed_save_keeps_the_last_checkpoint_and_a_symlink_at_a_temp_path_is_left_alone(tmp_path, monkeypatch):
+def test_train_failed_save_keeps_the_last_checkpoint_and_a_symlink_at_a_temp_path_is_left_alone(
+        tmp_path, monkeypatch):
     out = tmp_path / "full.pt"
     target = tmp_path / "precious.txt"
     target.write_text("keep me")
     Path(f"{out}.tmp").symlink_to(target)  # where every run used to write its temp file
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
     Path(f"{out}.lock").write_text(f"{dead.stdout.strip()} {socket.gethostname()}\n")
     real_save, saves = torch.save, []
 
@@ -1225,16 +1337,20 @@ def test_train_failed_save_keeps_the_last_checkpoint_and_a_symlink_at_a_temp_pat
     monkeypatch.setattr(torch, "save", disk_full)
     config = train.make_config(train.build_parser().parse_args(
         ["--batch-size", "8", "--log-every", "5", "--save-every", "10", "--steps", "30"]))
-    with runs.out_lock(str(out)), pytest.raises(runs.UsageError, match=r"cannot write checkpoint \(disk full\?\); step 10 kept"):
+    with runs.out_lock(str(out)), pytest.raises(
+            runs.UsageError, match=r"cannot write checkpoint \(disk full\?\); step 10 kept"):
         train.train(config, str(out), torch.device("cpu"))
     assert not Path(f"{out}.lock").exists() and torch.load(out, weights_only=True)["step"] == 10
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.csv", "full.pt", "full.pt.tmp", "precious.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.csv", "full.pt", "full.pt.tmp",
+                                                          "precious.txt"]
     assert target.read_text() == "keep me"
 
 
 @harness
-def test_samples_per_second_after_resume_counts_only_the_steps_this_session_took(tmp_path, monkeypatch, capsys):
-    """A resumed run's first rate once counted the steps before the stop too: 4,159 samples/s where 900 was true."""
+def test_samples_per_second_after_resume_counts_only_the_steps_this_session_took(
+        tmp_path, monkeypatch, capsys):
+    """A resumed run's first rate once counted the steps before the stop too: 4,159 samples/s where
+    900 was true."""
     clock, step = [0.0], train.Trainer.step
 
     def step_taking_one_second(self):
@@ -1244,18 +1360,22 @@ def test_samples_per_second_after_resume_counts_only_the_steps_this_session_took
     monkeypatch.setattr(runs.time, "perf_counter", lambda: clock[0])
     monkeypatch.setattr(train.Trainer, "step", step_taking_one_second)
     out = str(tmp_path / "resumed.pt")
-    train_in_process(monkeypatch, *SMALL_RUN, "--log-every", "10", "--steps", "10", "--out", out, "--time-limit", "5")
-    assert torch.load(out, weights_only=True)["tally"]["since"] == 0  # stopped at step 5, between log rows
+    train_in_process(monkeypatch, *SMALL_RUN, "--log-every", "10", "--steps", "10", "--out", out,
+                     "--time-limit", "5")
+    # stopped at step 5, between log rows
+    assert torch.load(out, weights_only=True)["tally"]["since"] == 0
     capsys.readouterr()
-    train_in_process(monkeypatch, *SMALL_RUN, "--log-every", "10", "--steps", "10", "--out", out, "--resume")
-    assert "step 10/10 | 8 samples/s" in capsys.readouterr().out  # 5 steps of batch 8 in 5 s, not 10 steps
+    train_in_process(monkeypatch, *SMALL_RUN, "--log-every", "10", "--steps", "10", "--out", out,
+                     "--resume")
+    # 5 steps of batch 8 in 5 s, not 10 steps
+    assert "step 10/10 | 8 samples/s" in capsys.readouterr().out
 
 
 @harness
 def test_train_resume_refuses_a_flag_that_would_change_the_run(monkeypatch, capsys, unbroken_40):
     before = unbroken_40.read_bytes()
-    err = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "80", "--out", str(unbroken_40),
-                     "--resume", "--beta", "2")
+    err = main_error(monkeypatch, capsys, "train.py", *SMALL_RUN, "--steps", "80",
+                     "--out", str(unbroken_40), "--resume", "--beta", "2")
     assert "--beta 2.0" in err and unbroken_40.read_bytes() == before
 
 
@@ -1265,7 +1385,8 @@ def test_train_bf16_falls_back_to_fp32_where_it_is_slower(monkeypatch, capsys):
     config = {"bf16": True}
     monkeypatch.setattr(runs, "bf16_speedup", lambda device: 0.3)
     runs.settle_bf16(config, torch.device("cpu"))
-    assert config == {"bf16": False, "bf16_slower": 3.33} and "training in fp32" in capsys.readouterr().out
+    assert config == {"bf16": False, "bf16_slower": 3.33} and \
+        "training in fp32" in capsys.readouterr().out
     config = {"bf16": True}
     monkeypatch.setattr(runs, "bf16_speedup", lambda device: 2.0)
     runs.settle_bf16(config, torch.device("cpu"))
@@ -1280,13 +1401,16 @@ def test_train_refuses_a_dsprites_npz_of_other_than_0_1_images(tmp_path):
     for name, imgs in (("floats", images * 0.9), ("bytes", (images * 255).astype(np.uint8))):
         np.savez(tmp_path / f"{name}.npz", imgs=imgs, latents_classes=latents)
         with pytest.raises(ValueError, match="0 or 1"):
-            shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / f"{name}.npz")}, torch.device("cpu"))
+            shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / f"{name}.npz")},
+                               torch.device("cpu"))
     np.save(tmp_path / "imgs.npy", images)
     with pytest.raises(ValueError, match="not an npz"):
-        shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / "imgs.npy")}, torch.device("cpu"))
+        shapes.make_source({"dataset": "dsprites", "data": str(tmp_path / "imgs.npy")},
+                           torch.device("cpu"))
 
 
-# ---------------------------------------------------------------- train.py: the protocol (A.4), stacked replicas
+# ---------------------------------------------------------------- train.py: the protocol (A.4),
+#                                                                  stacked replicas
 
 def replica_config(beta: float, seed: int, *flags: str) -> dict:
     args = train.build_parser().parse_args(["--batch-size", "8", "--seed", str(seed), *flags])
@@ -1295,14 +1419,18 @@ def replica_config(beta: float, seed: int, *flags: str) -> dict:
 
 
 @harness
-@pytest.mark.parametrize("optimizer", [("--optimizer", "adagrad", "--lr", "1e-2"), ("--optimizer", "adam", "--lr", "1e-3")])
+@pytest.mark.parametrize("optimizer", [("--optimizer", "adagrad", "--lr", "1e-2"),
+                                       ("--optimizer", "adam", "--lr", "1e-3")])
 def test_stacked_replicas_step_as_separate_runs_do(optimizer):
-    configs = [replica_config(beta, seed, *optimizer) for beta, seed in ((4.0, 0), (1.0, 1), (4.0, 2))]
-    # 8 steps: by 20, float rounding grown through Adagrad's ±lr first steps moves β = 1's weights by up to
-    # 5 % of their norm (measured; replica 0 stays within 0.2 %), too far for a test to tell from a bug.
+    configs = [replica_config(beta, seed, *optimizer)
+               for beta, seed in ((4.0, 0), (1.0, 1), (4.0, 2))]
+    # 8 steps: by 20, float rounding grown through Adagrad's ±lr first steps moves β = 1's weights
+    # by up to 5 % of their norm (measured; replica 0 stays within 0.2 %), too far for a test to
+    # tell from a bug.
     steps = 8
     with torch.random.fork_rng(devices=[]):
-        together_trainer = stacked.StackedTrainer([train.Trainer(c, torch.device("cpu")) for c in configs])
+        together_trainer = stacked.StackedTrainer([train.Trainer(c, torch.device("cpu"))
+                                                   for c in configs])
         together = [together_trainer.step() for _ in range(steps)]  # [step][replica]
         lone_states = []
         for r, config in enumerate(configs):  # one after another: each lone run owns the global RNG
@@ -1311,7 +1439,8 @@ def test_stacked_replicas_step_as_separate_runs_do(optimizer):
                 alone = trainer.step()
                 for k in ("loss", "recon", "kl"):
                     assert torch.allclose(together[step][r][k], alone[k], rtol=1e-3), (step, r, k)
-            lone_states.append(trainer.state())  # its noise generator's state too, before the next run's
+            # its noise generator's state too, before the next run's
+            lone_states.append(trainer.state())
     assert alone["kl"] > 0.1  # the latents are in use: a real comparison, not of zeros
 
     def near(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -1327,15 +1456,17 @@ def test_stacked_replicas_step_as_separate_runs_do(optimizer):
             for k, v in moments.items():
                 assert near(state["optimizer"]["state"][i][k], v), (i, k)
         assert torch.equal(state["rng"]["data"], lone["rng"]["data"])
-        assert torch.equal(state["rng"]["torch"], lone["rng"]["torch"])  # the noise generator's state
+        # the noise generator's state
+        assert torch.equal(state["rng"]["torch"], lone["rng"]["torch"])
 
 
-STACKED = ("--batch-size", "8", "--log-every", "3", "--save-every", "1000", "--threads", "1", "--device", "cpu",
-           "--beta", "1", "4", "--seeds", "0", "--stack", "yes")
+STACKED = ("--batch-size", "8", "--log-every", "3", "--save-every", "1000", "--threads", "1",
+           "--device", "cpu", "--beta", "1", "4", "--seeds", "0", "--stack", "yes")
 
 
 @harness
-def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints(tmp_path, monkeypatch):
+def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_checkpoints(
+        tmp_path, monkeypatch):
     train_in_process(monkeypatch, *STACKED, "--steps", "12", "--out", str(tmp_path / "unbroken"))
     stepped = stacked.StackedTrainer.step
 
@@ -1351,14 +1482,16 @@ def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_che
     assert stop.value.code == 128 + signal.SIGTERM
     monkeypatch.setattr(stacked.StackedTrainer, "step", stepped)
     assert torch.load(tmp_path / "stopped" / "b4_s0.pt", weights_only=True)["step"] == 5
-    train_in_process(monkeypatch, *STACKED, "--steps", "12", "--out", str(tmp_path / "stopped"), "--resume")
+    train_in_process(monkeypatch, *STACKED, "--steps", "12", "--out", str(tmp_path / "stopped"),
+                     "--resume")
     for name in ("b1_s0", "b4_s0"):
         assert_same_run(tmp_path / "stopped" / f"{name}.pt", tmp_path / "unbroken" / f"{name}.pt")
-    # ordinary checkpoints: the model loads alone, a lone run resumes it, baselines.py labels them by β
+    # ordinary checkpoints: the model loads alone, a lone run resumes it, baselines.py labels
+    # them by β
     net, config = model.load_checkpoint(str(tmp_path / "unbroken" / "b4_s0.pt"))
     assert config["beta"] == 4.0 and config["seed"] == 0
-    train_in_process(monkeypatch, "--out", str(tmp_path / "unbroken" / "b1_s0.pt"), "--resume", "--steps", "13",
-                     "--threads", "1")
+    train_in_process(monkeypatch, "--out", str(tmp_path / "unbroken" / "b1_s0.pt"), "--resume",
+                     "--steps", "13", "--threads", "1")
     rows = baselines.checkpoint_rows([str(p) for p in sorted((tmp_path / "unbroken").glob("*.pt"))],
                                      torch.device("cpu"), 8192)
     assert [row.label for row in rows] == ["VAE (β = 1)", "β-VAE (β = 4)"]
@@ -1366,37 +1499,100 @@ def test_stacked_replicas_stopped_by_sigterm_resume_exactly_and_read_as_lone_che
 
 @harness
 def test_the_protocol_runs_one_replica_after_another_on_a_cpu(tmp_path, monkeypatch, capsys):
-    train_in_process(monkeypatch, *STACKED[:-2], "--seeds", "0,1", "--beta", "4", "--steps", "3", "--arch", "conv",
-                     "--out", str(tmp_path / "p"))
+    train_in_process(monkeypatch, *STACKED[:-2], "--seeds", "0,1", "--beta", "4", "--steps", "3",
+                     "--arch", "conv", "--out", str(tmp_path / "p"))
     out = capsys.readouterr().out
     assert "2 replicas" in out and "one after another on cpu" in out
     assert sorted(p.name for p in (tmp_path / "p").glob("*.pt")) == ["b4_s0.pt", "b4_s1.pt"]
-    assert train.seeds_arg("0-2,5") == [0, 1, 2, 5]
+    assert sweep.seeds_arg("0-2,5") == [0, 1, 2, 5]
     for bad in ("x", "3-1", "0,0", "-1"):
         with pytest.raises(argparse.ArgumentTypeError):
-            train.seeds_arg(bad)
-    main_error(monkeypatch, capsys, "train.py", *STACKED, "--steps", "3", "--arch", "conv", "--out", str(tmp_path / "c"))
+            sweep.seeds_arg(bad)
+    main_error(monkeypatch, capsys, "train.py", *STACKED, "--steps", "3", "--arch", "conv",
+               "--out", str(tmp_path / "c"))
+
+
+GRID = ("--beta-norm", "0.01", "0.1", "--latents", "3", "5", "--seeds", "0,1")
+
+
+@harness
+def test_a_grid_has_one_order_and_its_replica_index_trains_the_same_model(tmp_path, monkeypatch,
+                                                                          capsys):
+    args = train.build_parser().parse_args([*GRID, "--out", "g"])
+    grid = sweep.replicas(args)  # β_norm outermost, then M, then the seed
+    assert [(r["beta_norm"], r["latents"], r["seed"]) for r in grid] == [
+        (b, m, s) for b in (0.01, 0.1) for m in (3, 5) for s in (0, 1)]
+    names = [Path(sweep.replica_path("g", r, grid)).name for r in grid]
+    assert names[:3] == ["bn0.01_m3_s0.pt", "bn0.01_m3_s1.pt", "bn0.01_m5_s0.pt"]
+    assert len(set(names)) == 8
+    protocol = train.build_parser().parse_args(["--beta", "1", "4", "--seeds", "0-1"])
+    assert [Path(sweep.replica_path("g", r, sweep.replicas(protocol))).name
+            for r in sweep.replicas(protocol)] == ["b1_s0.pt", "b1_s1.pt", "b4_s0.pt", "b4_s1.pt"]
+    train_in_process(monkeypatch, *GRID, "--out", str(tmp_path / "g"), "--list")
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 8 and listed[5].split()[:2] == ["5", str(tmp_path / "g" / names[5])]
+    assert "β_norm 0.1, M 3, seed 1" in listed[5] and not (tmp_path / "g").exists()
+    tiny = ("--steps", "2", "--log-every", "1", "--batch-size", "4", "--threads", "1",
+            "--device", "cpu")
+    train_in_process(monkeypatch, *GRID, *tiny, "--out", str(tmp_path / "g"), "--replica-index", "5")
+    assert [p.name for p in (tmp_path / "g").glob("*.pt")] == [names[5]]
+    config = torch.load(tmp_path / "g" / names[5], weights_only=True)["config"]
+    assert (config["beta_norm"], config["latents"], config["seed"]) == (0.1, 3, 1)
+    assert config["beta"] == pytest.approx(0.1 * 4096 / 3)  # A.6: β = β_norm·N/M
+    train_in_process(monkeypatch, "--beta-norm", "0.1", "--latents", "3", "--seed", "1", *tiny,
+                     "--out", str(tmp_path / "alone.pt"))
+    alone = torch.load(tmp_path / "alone.pt", weights_only=True)["model"]
+    task = torch.load(tmp_path / "g" / names[5], weights_only=True)["model"]
+    assert all(torch.equal(alone[k], task[k]) for k in alone)  # task 5 is that lone run
+    err = main_error(monkeypatch, capsys, "train.py", *GRID, *tiny, "--out", str(tmp_path / "g"),
+                     "--replica-index", "8")
+    assert "replicas 0 to 7" in err
+    err = main_error(monkeypatch, capsys, "train.py", *GRID, "--replica-index", "-1")
+    assert "replica index" in err
+
+
+@harness
+def test_the_job_array_script_runs_task_i_as_replica_i_of_the_grid(tmp_path):
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "6", "SWEEP_DRY_RUN": "1",
+           "SLURM_SUBMIT_DIR": str(HERE)}
+    out = str(tmp_path / "g")
+    result = subprocess.run(["bash", "sweep.sbatch", *GRID, "--out", out], cwd=HERE, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    trains, scores = result.stdout.splitlines()
+    assert trains.endswith(f"--out {out} --replica-index 6 --threads 1 --resume")
+    assert scores == f"python metric.py {out}/bn0.1_m5_s0.pt --threads 1"  # replica 6 of 0-7
+    result = subprocess.run(["bash", "sweep.sbatch", *GRID, "--out", out], cwd=HERE,
+                            env={**env, "SLURM_ARRAY_TASK_ID": "8"}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1 and "task 8 is not in the grid" in result.stderr
 
 
 @harness
 def test_gpu_check_script_dry_run_on_a_cpu(tmp_path, monkeypatch):
     check = tmp_path / "check"  # one replica, 2 steps: the script's every stage
-    # Encoding all 737,280 images would be most of a minute here (test_encode_all_* covers it): the replica's
-    # codes are cached beforehand, under the digest of the weights the script is about to train, from a twin.
+    # Encoding all 737,280 images would be most of a minute here (test_encode_all_* covers it): the
+    # replica's codes are cached beforehand, under the digest of the weights the script is about to
+    # train, from a twin.
     twin = tmp_path / "twin.pt"
-    train_in_process(monkeypatch, "--beta", "4", "--seed", "0", "--steps", "2", "--device", "cpu", "--out", str(twin))
+    train_in_process(monkeypatch, "--beta", "4", "--seed", "0", "--steps", "2", "--device", "cpu",
+                     "--out", str(twin))
     twin_model = metric.load_shapes_model(str(twin), torch.device("cpu"))
     (check / "fig6").mkdir(parents=True)
-    torch.save({"weights_sha256": metric.weights_digest(twin_model), "codes": torch.rand(shapes.N_IMAGES, 10)},
+    torch.save({"weights_sha256": metric.weights_digest(twin_model),
+                "codes": torch.rand(shapes.N_IMAGES, 10)},
                metric.codes_path(str(check / "fig6" / "b4_s0.pt")))
-    env = {**os.environ, "DEVICE": "cpu", "BETAS": "4", "SEEDS": "0", "STEPS": "2", "BUDGET": "600", "SCORE_SECONDS": "0"}
-    result = subprocess.run(["bash", "gpu_check.sh", str(check)], cwd=HERE, env=env, capture_output=True,
-                            text=True, timeout=600)
+    env = {**os.environ, "DEVICE": "cpu", "BETAS": "4", "SEEDS": "0", "STEPS": "2", "BUDGET": "600",
+           "SCORE_SECONDS": "0"}
+    result = subprocess.run(["bash", "gpu_check.sh", str(check)], cwd=HERE, env=env,
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:]
     replica = torch.load(check / "fig6" / "b4_s0.pt", weights_only=True)["model"]
-    assert all(torch.equal(replica[k], v) for k, v in twin_model.state_dict().items()), "the cached codes went unread"
+    assert all(torch.equal(replica[k], v) for k, v in twin_model.state_dict().items()), \
+        "the cached codes went unread"
     table = (check / "table.md").read_text().splitlines()
-    assert len(table) == 3 and table[2].startswith("| β = 4 | 1 | 2 |") and table[2].endswith("| 99.23 ± 0.1 |")
+    assert len(table) == 3 and table[2].startswith("| β = 4 | 1 | 2 |") and \
+        table[2].endswith("| 99.23 ± 0.1 |")
     assert (check / "figures_best_b4_s0" / "traversal.png").exists()
     assert (check / "figures_best_b4_s0" / "response_maps.png").exists()
     assert (check / "b4_s0.csv").exists() and "done in" in (check / "gpu_check.log").read_text()
@@ -1408,22 +1604,26 @@ def test_gpu_check_script_dry_run_on_a_cpu(tmp_path, monkeypatch):
 def test_encode_all_rows_follow_deepmind_order_and_report_progress(monkeypatch):
     monkeypatch.setattr(metric, "PROGRESS_SECONDS", 0.0)  # a line after every batch
     lines = []
-    codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536,  # pixel count
+    # pixel count
+    codes = metric.encode_all(lambda x: x.flatten(1).sum(1, keepdim=True), batch_size=65536,
                               progress=lines.append)
     assert codes.shape == (shapes.N_IMAGES, 1)
     assert len(lines) == 12 and lines[0].startswith("encoded 65,536 of 737,280 images (")
     assert lines[-1].startswith("encoded 737,280 of 737,280 images (") and lines[-1].endswith(" s)")
     index = torch.tensor([0, 1, 12345, 737279])
-    assert torch.equal(codes[index, 0], shapes.render(shapes.index_to_classes(index)).sum((1, 2, 3)))
+    assert torch.equal(codes[index, 0],
+                       shapes.render(shapes.index_to_classes(index)).sum((1, 2, 3)))
 
 
 def shapes_checkpoint(path: Path, arch: str = "fc", **config) -> Path:
     """An untrained model saved as train.py saves one (without optimizer state): enough for loading.
 
-    The fc model has 5 latents, so that the ground truth (5 factors) stands for its codes in a cache."""
+    The fc model has 5 latents, so that the ground truth (5 factors) stands for its codes in a
+    cache."""
     net = model.BetaVAE(arch, 5 if arch == "fc" else None, channels=config.get("channels", 1))
-    torch.save({"model": net.state_dict(), "config": {"arch": arch, "latents": net.latents, "channels": 1,
-                                                        "dataset": "shapes", "beta": 4.0, **config}}, path)
+    torch.save({"model": net.state_dict(),
+                "config": {"arch": arch, "latents": net.latents, "channels": 1,
+                           "dataset": "shapes", "beta": 4.0, **config}}, path)
     return path
 
 
@@ -1436,7 +1636,8 @@ def fake_encode_all(calls: list, codes: torch.Tensor):
 
 
 @harness
-def test_checkpoint_codes_are_cached_beside_it_and_rebuilt_when_its_weights_change(tmp_path, monkeypatch, ground_truth):
+def test_checkpoint_codes_are_cached_beside_it_and_rebuilt_when_its_weights_change(
+        tmp_path, monkeypatch, ground_truth):
     calls = []
     monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, ground_truth))
     net = model.BetaVAE("conv", channels=1, latents=5)
@@ -1444,16 +1645,19 @@ def test_checkpoint_codes_are_cached_beside_it_and_rebuilt_when_its_weights_chan
     lines = []
     codes = metric.checkpoint_codes(str(ckpt), net, progress=lines.append)
     cache = tmp_path / "run.codes.pt"
-    assert calls and torch.equal(codes, ground_truth) and cache.exists() and metric.codes_path(str(ckpt)) == cache
+    assert calls and torch.equal(codes, ground_truth) and cache.exists() and \
+        metric.codes_path(str(ckpt)) == cache
     assert "encoding all 737,280 images" in lines[0]
     saved = torch.load(cache, weights_only=True)
-    assert saved["weights_sha256"] == metric.weights_digest(net) and torch.equal(saved["codes"], ground_truth)
+    assert saved["weights_sha256"] == metric.weights_digest(net) and \
+        torch.equal(saved["codes"], ground_truth)
     assert torch.equal(metric.checkpoint_codes(str(ckpt), net, progress=lines.append), ground_truth)
     assert len(calls) == 1 and "read from" in lines[-1]  # the second time: from the cache
     with torch.no_grad():
         next(net.parameters())[0].add_(1)  # other weights: encoded again, and the cache replaced
     metric.checkpoint_codes(str(ckpt), net)
-    assert len(calls) == 2 and torch.load(cache, weights_only=True)["weights_sha256"] == metric.weights_digest(net)
+    assert len(calls) == 2 and \
+        torch.load(cache, weights_only=True)["weights_sha256"] == metric.weights_digest(net)
     cache.write_bytes(b"PK\x03\x04 truncated")  # a corrupt cache is encoded again, not an error
     metric.checkpoint_codes(str(ckpt), net, progress=lines.append)
     assert len(calls) == 3 and "unreadable" in " ".join(lines)
@@ -1463,30 +1667,37 @@ def test_checkpoint_codes_are_cached_beside_it_and_rebuilt_when_its_weights_chan
     unwritable = tmp_path / "file"
     unwritable.write_text("a file, not a folder")
     lines.clear()
-    assert torch.equal(metric.checkpoint_codes(str(unwritable / "run.pt"), net, progress=lines.append), ground_truth)
+    assert torch.equal(metric.checkpoint_codes(str(unwritable / "run.pt"), net,
+                                               progress=lines.append), ground_truth)
     assert "not cached" in lines[-1]
 
 
 @harness
-def test_metric_cli_scores_a_checkpoint_from_its_cache_in_context_and_rejects_bad_input(tmp_path, monkeypatch, capsys, ground_truth):
+def test_metric_cli_scores_a_checkpoint_from_its_cache_in_context_and_rejects_bad_input(
+        tmp_path, monkeypatch, capsys, ground_truth):
     out = shapes_checkpoint(tmp_path / "m.pt")
     net, _ = model.load_checkpoint(str(out))
-    with monkeypatch.context() as patch:  # the cache of ground-truth codes: the CLI reads it, encoding nothing
+    # the cache of ground-truth codes: the CLI reads it, encoding nothing
+    with monkeypatch.context() as patch:
         patch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))
         metric.checkpoint_codes(str(out), net)
-    result = run_cli("metric.py", str(out), "--n-train", "500", "--n-test", "200", "--classifier-steps", "100",
-                     "--device", "cpu", "--threads", "1")
+    result = run_cli("metric.py", str(out), "--n-train", "500", "--n-test", "200",
+                     "--classifier-steps", "100", "--device", "cpu", "--threads", "1")
     first, settings = result.stdout.splitlines()[:2]
-    assert first.startswith("metric.py: scoring 1 checkpoint(s) on cpu, 1 CPU threads") and "L=16" in settings
+    assert first.startswith("metric.py: scoring 1 checkpoint(s) on cpu, 1 CPU threads") and \
+        "L=16" in settings
     assert "read from" in result.stdout and "disentanglement score 100.00%" in result.stdout
-    assert "β-VAE (β = 4) 99.23" in result.stdout and "this code at L = 16: VAE untrained 47.93" in result.stdout
+    assert "β-VAE (β = 4) 99.23" in result.stdout and \
+        "this code at L = 16: VAE untrained 47.93" in result.stdout
     for path in ("missing.pt", "junk.pt"):
         (tmp_path / "junk.pt").write_text("junk")
         main_error(monkeypatch, capsys, "metric.py", str(tmp_path / path), "--device", "cpu")
     conv = tmp_path / "conv.pt"  # a model of an image folder
     torch.save({"model": model.BetaVAE("conv", channels=1).state_dict(),
-                "config": {"arch": "conv", "latents": 32, "channels": 1, "dataset": "folder"}}, conv)
-    assert "not of 2D shapes" in main_error(monkeypatch, capsys, "metric.py", str(conv), "--device", "cpu")
+                "config": {"arch": "conv", "latents": 32, "channels": 1, "dataset": "folder"}},
+               conv)
+    assert "not of 2D shapes" in main_error(monkeypatch, capsys, "metric.py", str(conv),
+                                            "--device", "cpu")
 
 
 @harness
@@ -1496,27 +1707,35 @@ def test_metric_in_context_names_the_papers_rows_and_ours_at_the_same_L():
     assert all(f"{label} {metric.PAPER[label][0]:g}" in line for label in metric.IN_CONTEXT)
     assert "L = 16: VAE untrained 47.93, raw pixels 40.58, PCA 88.04" in line
     assert "L = 64: VAE untrained 69.76" in metric.in_context(64, metric.PAPER_FACTORS)
-    assert "python baselines.py --table --L 8" in metric.in_context(8, metric.PAPER_FACTORS)  # none measured at 8
-    assert "do not apply" in metric.in_context(16, (0,) + metric.PAPER_FACTORS)  # the rows are of four factors
+    # none measured at 8
+    assert "python baselines.py --table --L 8" in metric.in_context(8, metric.PAPER_FACTORS)
+    # the rows are of four factors
+    assert "do not apply" in metric.in_context(16, (0,) + metric.PAPER_FACTORS)
 
 
 @harness
-def test_metric_dlib_applies_disentanglement_libs_settings_to_every_metric(tmp_path, monkeypatch, capsys, ground_truth):
-    assert metric.mig(ground_truth, n_images=10000) > 0.8  # MIG from 10,000 images, entropies from them too
-    assert metric.mig(torch.cat([ground_truth, ground_truth], 1), n_images=10000) == pytest.approx(0, abs=1e-6)
-    small = ground_truth / ground_truth.std(0) * 0.02  # every std 0.02: kept relative to the largest, below dlib's 0.05
+def test_metric_dlib_applies_disentanglement_libs_settings_to_every_metric(
+        tmp_path, monkeypatch, capsys, ground_truth):
+    # MIG from 10,000 images, entropies from them too
+    assert metric.mig(ground_truth, n_images=10000) > 0.8
+    assert metric.mig(torch.cat([ground_truth, ground_truth], 1),
+                      n_images=10000) == pytest.approx(0, abs=1e-6)
+    # every std 0.02: kept relative to the largest, below dlib's 0.05
+    small = ground_truth / ground_truth.std(0) * 0.02
     assert metric.factor_vae_score(small, n_train=2000, n_test=1000) >= 0.99
     assert abs(metric.factor_vae_score(small, n_train=2000, n_test=1000, dlib=True) - 0.2) < 0.05
     ckpt = shapes_checkpoint(tmp_path / "d.pt", arch="conv")
     monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))
-    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--dlib", "--n-train", "500", "--n-test", "200",
-                                      "--classifier-steps", "100", "--device", "cpu"])
+    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--dlib", "--n-train", "500",
+                                      "--n-test", "200", "--classifier-steps", "100",
+                                      "--device", "cpu"])
     metric.main()
     out = capsys.readouterr().out
     assert "settings (disentanglement_lib's): L=64" in out and "factors shape, scale" in out
     assert "MIG" in out and "(10,000 images)" in out and "pruned below std 0.05" in out
     assert "do not apply" in out  # the paper's rows are of four factors
-    main_error(monkeypatch, capsys, "metric.py", str(ckpt), "--dlib", "--L", "16", "--device", "cpu")
+    main_error(monkeypatch, capsys, "metric.py", str(ckpt), "--dlib", "--L", "16",
+               "--device", "cpu")
 
 
 @harness
@@ -1528,8 +1747,8 @@ def test_metric_cli_copied_with_the_files_its_docstring_names_scores_codes(tmp_p
               "print(metric.disentanglement_score(codes, n_train=500, n_test=200, steps=100))\n"
               "sys.argv = ['metric.py', 'ckpt.pt']\n"
               "metric.main()\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600, env={**os.environ, "PYTHONPATH": ""})
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": ""})
     assert float(result.stdout.split()[0]) >= 0.99, result.stderr
     assert_one_line_error(result)
     assert "no such checkpoint" in result.stderr
@@ -1537,7 +1756,8 @@ def test_metric_cli_copied_with_the_files_its_docstring_names_scores_codes(tmp_p
 
 @harness
 def test_metric_refuses_a_checkpoint_with_nan_weights_at_load(tmp_path, monkeypatch, capsys):
-    err = main_error(monkeypatch, capsys, "metric.py", str(nan_checkpoint(tmp_path / "nan.pt")), "--device", "cpu")
+    err = main_error(monkeypatch, capsys, "metric.py", str(nan_checkpoint(tmp_path / "nan.pt")),
+                     "--device", "cpu")
     assert "NaN" in err
 
 
@@ -1548,17 +1768,19 @@ def latents_checkpoint(path: Path, logvar_bias: float) -> Path:
     net = model.BetaVAE("fc", latents=5)
     with torch.no_grad():
         net.encoder[-1].bias[5:] = logvar_bias
-    torch.save({"model": net.state_dict(), "config": {"arch": "fc", "latents": 5, "channels": 1, "dataset": "shapes",
-                                                      "beta": 4.0, "likelihood": "bernoulli"}}, path)
+    torch.save({"model": net.state_dict(),
+                "config": {"arch": "fc", "latents": 5, "channels": 1, "dataset": "shapes",
+                           "beta": 4.0, "likelihood": "bernoulli"}}, path)
     return path
 
 
 @harness
 def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a_bad_pair(
         tmp_path, monkeypatch, capsys, ground_truth):
-    monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))  # its codes: the ground truth
-    small = ["--n-train", "500", "--n-test", "200", "--classifier-steps", "100", "--probe-images", "64",
-             "--device", "cpu"]
+    # its codes: the ground truth
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))
+    small = ["--n-train", "500", "--n-test", "200", "--classifier-steps", "100",
+             "--probe-images", "64", "--device", "cpu"]
     ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
     monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--latents", "--rotate", *small])
     metric.main()
@@ -1569,17 +1791,22 @@ def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a
     assert "latents 3 and 4 (most position information; the more posX one first), 0.0° from" in out
     assert "MIG 0.902" in out
     assert "latents 3 and 4 turned by θ" in out
-    sweep = [line.split() for line in out.splitlines() if line.lstrip().startswith(("0°", "45°", "90°"))]
-    assert [row[0] for row in sweep] == ["0°", "45°", "90°"] and [row[6] for row in sweep] == ["0.0°", "45.0°", "0.0°"]
-    for bad, why in [(["--rotate", "1"], "two different latents"), (["--rotate", "2", "2"], "two different latents"),
+    sweep = [line.split() for line in out.splitlines()
+             if line.lstrip().startswith(("0°", "45°", "90°"))]
+    assert [row[0] for row in sweep] == ["0°", "45°", "90°"] and \
+        [row[6] for row in sweep] == ["0.0°", "45.0°", "0.0°"]
+    for bad, why in [(["--rotate", "1"], "two different latents"),
+                     (["--rotate", "2", "2"], "two different latents"),
                      (["--rotate", "0", "5"], "has latents 0 to 4")]:
         assert why in main_error(monkeypatch, capsys, "metric.py", str(ckpt), *bad, *small)
-    quiet = latents_checkpoint(tmp_path / "q.pt", 0.0)  # untrained: no latent active, so no position pair
-    assert "fewer than two active latents" in main_error(monkeypatch, capsys, "metric.py", str(quiet), "--rotate", *small)
+    # untrained: no latent active, so no position pair
+    quiet = latents_checkpoint(tmp_path / "q.pt", 0.0)
+    assert "fewer than two active latents" in main_error(monkeypatch, capsys, "metric.py",
+                                                         str(quiet), "--rotate", *small)
 
 
-# One test for three CLIs, here with the first: metric.py, traverse.py and baselines.py refuse the same bad
-# --device and counts.
+# One test for three CLIs, here with the first: metric.py, traverse.py and baselines.py refuse the
+# same bad --device and counts.
 @harness
 @pytest.mark.parametrize("script, args", [
     ("metric.py", ["unread.pt", "--device", "cuda:99"]),
@@ -1591,7 +1818,8 @@ def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a
     ("baselines.py", ["--train", "dcign", "--device", "cuda:99"]),
     ("baselines.py", ["--train", "dcign", "--threads", "0"]),
 ])
-def test_metric_traverse_baselines_refuse_a_missing_device_and_bad_counts_in_one_line(tmp_path, monkeypatch, capsys, script, args):
+def test_metric_traverse_baselines_refuse_a_missing_device_and_bad_counts_in_one_line(
+        tmp_path, monkeypatch, capsys, script, args):
     monkeypatch.chdir(tmp_path)
     main_error(monkeypatch, capsys, script, *args)
 
@@ -1602,14 +1830,15 @@ def test_metric_traverse_baselines_refuse_a_missing_device_and_bad_counts_in_one
 def traverse_checkpoint(tmp_path_factory) -> Path:
     """A 20-step fc model: the figures need a checkpoint, not a good one."""
     out = tmp_path_factory.mktemp("traverse") / "tiny.pt"
-    run_cli("train.py", "--steps", "20", "--batch-size", "16", "--threads", "1", "--log-every", "10",
-            "--out", str(out), "--device", "cpu")
+    run_cli("train.py", "--steps", "20", "--batch-size", "16", "--threads", "1",
+            "--log-every", "10", "--out", str(out), "--device", "cpu")
     return out
 
 
 @harness
 def test_traverse_cli_writes_the_traversals_beside_the_checkpoint(traverse_checkpoint):
-    result = run_cli("traverse.py", str(traverse_checkpoint), "--only", "traversal", "--steps", "5", "--device", "cpu")
+    result = run_cli("traverse.py", str(traverse_checkpoint), "--only", "traversal", "--steps", "5",
+                     "--device", "cpu")
     assert "latents by mean KL" in result.stdout
     folder = traverse_checkpoint.parent / "tiny_figures"
     assert sorted(p.name for p in folder.iterdir()) == ["traversal.gif", "traversal.png"]
@@ -1626,10 +1855,12 @@ def test_traverse_cli_writes_the_traversals_beside_the_checkpoint(traverse_check
 def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
     folder = image_folder(tmp_path, (70, 80))
     ckpt = tmp_path / "conv.pt"
-    run_cli("train.py", "--dataset", "folder", "--data", str(folder), "--latents", "4", "--steps", "5",
-            "--batch-size", "4", "--threads", "1", "--out", str(ckpt), "--device", "cpu")
+    run_cli("train.py", "--dataset", "folder", "--data", str(folder), "--latents", "4",
+            "--steps", "5", "--batch-size", "4", "--threads", "1", "--out", str(ckpt),
+            "--device", "cpu")
     out = tmp_path / "figs"
-    result = run_cli("traverse.py", str(ckpt), "--seeds", "2", "--steps", "3", "--out", str(out), "--device", "cpu")
+    result = run_cli("traverse.py", str(ckpt), "--seeds", "2", "--steps", "3", "--out", str(out),
+                     "--device", "cpu")
     assert "response maps: skipped" in result.stdout and "explorer.html: skipped" in result.stdout
     G, C, L, W = traverse.GAP, traverse.CELL, traverse.LINE, traverse.LABEL_WIDTH
     sizes = {p.name: Image.open(p).size for p in out.iterdir()}
@@ -1641,7 +1872,8 @@ def test_traverse_folder_model_draws_every_figure_but_the_maps(tmp_path):
 
 
 @harness
-def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_written(tmp_path, monkeypatch, capsys, ground_truth):
+def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_written(
+        tmp_path, monkeypatch, capsys, ground_truth):
     ckpt = shapes_checkpoint(tmp_path / "m.pt")
     calls = []
     monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, ground_truth))
@@ -1654,17 +1886,19 @@ def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_wr
         assert ("read from" in "\n".join(out)) == (run == 1) and len(calls) == 1  # encoded once
     assert (tmp_path / "m.codes.pt").exists() and (tmp_path / "figs" / "response_maps.png").exists()
     traverse.figures(traverse.build_parser().parse_args(
-        [str(ckpt), "--only", "maps", "--out", str(tmp_path / "figs"), "--device", "cpu", "--no-cache"]))
+        [str(ckpt), "--only", "maps", "--out", str(tmp_path / "figs"), "--device", "cpu",
+         "--no-cache"]))
     assert len(calls) == 2
 
 
 @harness
 def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(tmp_path):
     log = tmp_path / "b4.csv"
-    log.write_text("step,samples,seconds,loss,score\n250,64000,60.0,150.0,1.0\n500,128000,120.0,140.0,\n"
-                   "750,192000,600.0,130.0,1.0\n")
+    log.write_text("step,samples,seconds,loss,score\n250,64000,60.0,150.0,1.0\n"
+                   "500,128000,120.0,140.0,\n750,192000,600.0,130.0,1.0\n")
     assert traverse.read_scores(str(log)) == ([1.0, 10.0], [100.0, 100.0])
-    assert traverse.read_scores(str(log), "images") == (pytest.approx([0.064, 0.192]), [100.0, 100.0])
+    assert traverse.read_scores(str(log), "images") == (pytest.approx([0.064, 0.192]),
+                                                        [100.0, 100.0])
     traverse.learning_curves([str(log)], tmp_path / "by_images.png", x="images")
     assert Image.open(tmp_path / "by_images.png").size[0] > 0
     out = tmp_path / "curves.png"
@@ -1672,7 +1906,9 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
     pixels = np.asarray(Image.open(out).convert("RGB"))
     top = 2 * traverse.LINE  # a score of 100 % is drawn on the box's top edge
     blue = (pixels[top - 2:top + 3] == traverse.CURVE_COLOURS[0]).all(-1)
-    assert blue.any() and not (pixels[top + 20:-3 * traverse.LINE] == traverse.CURVE_COLOURS[0]).all(-1)[:, :300].any()  # the legend sits right of x = 366
+    # the legend sits right of x = 366
+    assert blue.any() and not (pixels[top + 20:-3 * traverse.LINE]
+                               == traverse.CURVE_COLOURS[0]).all(-1)[:, :300].any()
     bare = tmp_path / "bare.csv"
     bare.write_text("step,samples,seconds,loss\n250,64000,60.0,150.0\n")
     for args in (["--curves", str(bare)], ["--curves", str(tmp_path / "missing.csv")], []):
@@ -1684,13 +1920,15 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
     ("MISSING",),
     ("CORRUPT",),
     ("CKPT", "--out", "FILE/figs"),  # a folder under a file: cannot be made
-    ("CKPT", "--out", "FIGS.png"),  # a file's name: the folder would surprise (--curves' --out is a file)
+    # a file's name: the folder would surprise (--curves' --out is a file)
+    ("CKPT", "--out", "FIGS.png"),
 ])
 def test_traverse_bad_input_is_one_line(tmp_path, traverse_checkpoint, args):
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 truncated")
     (tmp_path / "file").write_text("not a folder")
-    paths = {"MISSING": tmp_path / "missing.pt", "CORRUPT": tmp_path / "corrupt.pt", "CKPT": traverse_checkpoint,
-             "FILE/figs": tmp_path / "file" / "figs", "FIGS.png": tmp_path / "figs.png"}
+    paths = {"MISSING": tmp_path / "missing.pt", "CORRUPT": tmp_path / "corrupt.pt",
+             "CKPT": traverse_checkpoint, "FILE/figs": tmp_path / "file" / "figs",
+             "FIGS.png": tmp_path / "figs.png"}
     args = [str(paths.get(a, a)) for a in args]
     result = run_cli("traverse.py", *args, "--only", "samples", "--device", "cpu", check=False)
     assert_one_line_error(result)
@@ -1699,11 +1937,13 @@ def test_traverse_bad_input_is_one_line(tmp_path, traverse_checkpoint, args):
 
 @harness
 def test_traverse_refuses_nan_weights_and_a_log_without_seconds(tmp_path, monkeypatch, capsys):
-    err = main_error(monkeypatch, capsys, "traverse.py", str(nan_checkpoint(tmp_path / "nan.pt")), "--device", "cpu")
+    err = main_error(monkeypatch, capsys, "traverse.py", str(nan_checkpoint(tmp_path / "nan.pt")),
+                     "--device", "cpu")
     assert "NaN" in err and not (tmp_path / "nan_figures").exists()
     log = tmp_path / "other.csv"
     log.write_text("step,score\n10,0.5\n")
-    assert "seconds" in main_error(monkeypatch, capsys, "traverse.py", "--curves", str(log), "--out", str(tmp_path / "c.png"))
+    assert "seconds" in main_error(monkeypatch, capsys, "traverse.py", "--curves", str(log),
+                                   "--out", str(tmp_path / "c.png"))
 
 
 @harness
@@ -1716,8 +1956,9 @@ def test_traverse_needs_two_steps_and_a_seed(capsys):
 
 
 CHROMIUM = shutil.which("chromium")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: the explorer's browser tests "
-                                                            "need it (apt-get install chromium; .ci/run does)")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None,
+                                    reason="no chromium on PATH: the explorer's browser tests "
+                                           "need it (apt-get install chromium; .ci/run does)")
 
 
 def browser_dump(page: Path, fragment: str, tmp_path: Path) -> tuple[dict, str]:
@@ -1725,8 +1966,9 @@ def browser_dump(page: Path, fragment: str, tmp_path: Path) -> tuple[dict, str]:
     wrote into the page, and the page's whole DOM."""
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    result = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom",
-                             f"{page.as_uri()}#{fragment}"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={tmp_path / 'chromium'}",
+                             "--dump-dom", f"{page.as_uri()}#{fragment}"],
+                            capture_output=True, text=True, timeout=120)
     dump = re.search(r'<pre id="dump"[^>]*>(.+?)</pre>', result.stdout, re.S)
     assert dump, f"the page wrote no dump; chromium said: {result.stderr[-2000:]}"
     return json.loads(html.unescape(dump[1])), result.stdout
@@ -1734,11 +1976,13 @@ def browser_dump(page: Path, fragment: str, tmp_path: Path) -> tuple[dict, str]:
 
 @harness
 def test_traverse_quantise_rows_moves_no_weight_by_more_than_half_a_step():
-    weight = torch.randn(5, 300, generator=torch.Generator().manual_seed(0)) * torch.tensor([[1], [1e-3], [50], [0], [1]])
+    weight = (torch.randn(5, 300, generator=torch.Generator().manual_seed(0))
+              * torch.tensor([[1], [1e-3], [50], [0], [1]]))
     q, scale = traverse.quantise_rows(weight)
     assert q.dtype == torch.int8 and scale.dtype == torch.float32
     assert ((q * scale[:, None] - weight).abs() <= scale[:, None] / 2 * (1 + 1e-6)).all()
-    assert q.abs().amax(1).tolist() == [127, 127, 127, 0, 127]  # each row's largest weight on the grid's end
+    # each row's largest weight on the grid's end
+    assert q.abs().amax(1).tolist() == [127, 127, 127, 0, 127]
 
 
 def grid_model() -> model.BetaVAE:
@@ -1758,44 +2002,53 @@ def grid_model() -> model.BetaVAE:
 @needs_chromium
 def test_traverse_explorer_draws_in_a_browser_what_pytorch_decodes(tmp_path):
     net = grid_model()
-    seeds, names = traverse.explorer_seeds({"dataset": "shapes"}, shapes.Shapes(), torch.Generator())
+    seeds, names = traverse.explorer_seeds({"dataset": "shapes"}, shapes.Shapes(),
+                                           torch.Generator())
     kl = torch.rand(10, generator=torch.Generator().manual_seed(0))
     page = tmp_path / "explorer.html"
     traverse.write_explorer(page, net, kl, traverse.slider_labels(kl), seeds, names, "grid model")
-    z = torch.tensor([[0.5, -1, 1.25, -2.5, 0.75, 2, -0.25, 3, -3, 1.5]], dtype=torch.float64)  # exact in the URL
+    # exact in the URL
+    z = torch.tensor([[0.5, -1, 1.25, -2.5, 0.75, 2, -0.25, 3, -3, 1.5]], dtype=torch.float64)
     dump, _ = browser_dump(page, f"z={','.join(f'{v:g}' for v in z[0].tolist())}&dump", tmp_path)
     with torch.no_grad():
         p = torch.sigmoid(net.double().decode(z)).flatten()
     decoded = torch.tensor(dump["p"], dtype=torch.float64)  # what the page's decoder gave
     drawn = torch.tensor(dump["pixels"], dtype=torch.float64) / 255  # what its canvas holds
-    assert dump["z"] == z[0].tolist() and p.max() - p.min() > 0.1  # the code drew a picture, not a flat grey
-    # Tolerances. The weights lie on the int8 grid (grid_model), so quantisation loses nothing; the page
-    # sums in float64 as PyTorch does here, its weights q · scale and the model's float32 copies of them a
-    # float32 rounding (2^-24 relatively) apart: p within 1e-5 (measured: 5e-9). The canvas holds 255 p
-    # rounded to a byte: within 0.5/255 of p.
+    # the code drew a picture, not a flat grey
+    assert dump["z"] == z[0].tolist() and p.max() - p.min() > 0.1
+    # Tolerances. The weights lie on the int8 grid (grid_model), so quantisation loses nothing; the
+    # page sums in float64 as PyTorch does here, its weights q · scale and the model's float32
+    # copies of them a float32 rounding (2^-24 relatively) apart: p within 1e-5 (measured: 5e-9).
+    # The canvas holds 255 p rounded to a byte: within 0.5/255 of p.
     assert (decoded - p).abs().max() <= 1e-5, (decoded - p).abs().max()
     assert (drawn - p).abs().max() <= 0.5 / 255 + 1e-5, (drawn - p).abs().max()
 
 
 @harness
 @needs_chromium
-def test_traverse_html_writes_an_explorer_whose_seed_buttons_set_the_sliders_to_their_mu(tmp_path, capsys, traverse_checkpoint):
-    traverse.figures(traverse.build_parser().parse_args([str(traverse_checkpoint), "--html", "--out", str(tmp_path),
+def test_traverse_html_writes_an_explorer_whose_seed_buttons_set_the_sliders_to_their_mu(
+        tmp_path, capsys, traverse_checkpoint):
+    traverse.figures(traverse.build_parser().parse_args([str(traverse_checkpoint), "--html",
+                                                         "--out", str(tmp_path),
                                                          "--device", "cpu"]))
     assert "wrote explorer.html" in capsys.readouterr().out
     page = tmp_path / "explorer.html"
     assert [p.name for p in tmp_path.iterdir()] == ["explorer.html"] and page.stat().st_size <= 16e6
-    dump, dom = browser_dump(page, "seed=4&dump", tmp_path)  # the fifth button: an ellipse, small, top left
+    # the fifth button: an ellipse, small, top left
+    dump, dom = browser_dump(page, "seed=4&dump", tmp_path)
     ellipse = shapes.render(torch.tensor([[1, 0, 0, 6, 6]]))
     net, _ = model.load_checkpoint(str(traverse_checkpoint))
     with torch.no_grad():
         mu = net.encode(ellipse)[0][0].double()
     assert torch.allclose(torch.tensor(dump["z"], dtype=torch.float64), mu, atol=1e-5)
-    assert torch.allclose(torch.tensor(dump["sliders"], dtype=torch.float64), mu.clamp(-3, 3), atol=1e-5)
-    original = Image.open(io.BytesIO(base64.b64decode(dump["original"].split(",", 1)[1]))).convert("L")
+    assert torch.allclose(torch.tensor(dump["sliders"], dtype=torch.float64), mu.clamp(-3, 3),
+                          atol=1e-5)
+    original = Image.open(io.BytesIO(base64.b64decode(
+        dump["original"].split(",", 1)[1]))).convert("L")
     assert np.array_equal(np.asarray(original) / 255, ellipse[0, 0].numpy())
     kl = [float(k) for k in re.findall(r'<label class="slider[^"]*">z\d+ +KL ([-\d.]+) nats', dom)]
-    assert len(kl) == 10 and kl == sorted(kl, reverse=True)  # a slider per latent, the most KL first
+    # a slider per latent, the most KL first
+    assert len(kl) == 10 and kl == sorted(kl, reverse=True)
 
 
 # ---------------------------------------------------------------- baselines.py
@@ -1809,14 +2062,18 @@ def test_baselines_table_formats_ours_beside_the_paper():
     assert lines[3] == "| mine | 50.00 ± 0.00 | — | — |"
     assert baselines.checkpoint_label({"beta": 4.0}) == "β-VAE (β = 4)" in baselines.PAPER
     assert baselines.checkpoint_label({"beta": 1.0}) == "VAE (β = 1)" in baselines.PAPER
-    assert traverse.split_checkpoint("β-VAE (β = 4)=runs/a.pt") == ("β-VAE (β = 4)", "runs/a.pt")
+    assert traverse.split_checkpoint("β-VAE (β = 4)=runs/a.pt") == ("β-VAE (β = 4)",
+                                                                    "runs/a.pt")
 
 
 @harness
-def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_path, monkeypatch, ground_truth):
+def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(
+        tmp_path, monkeypatch, ground_truth):
     for name, beta in (("a", 4.0), ("b", 1.0), ("c", 1.0)):
-        shapes_checkpoint(tmp_path / f"{name}.pt", beta=beta)  # 5 latents: the ground truth stands for their codes
-    specs = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), f"mine={tmp_path / 'c.pt'}", str(tmp_path / "a.pt")]
+        # 5 latents: the ground truth stands for their codes
+        shapes_checkpoint(tmp_path / f"{name}.pt", beta=beta)
+    specs = [str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), f"mine={tmp_path / 'c.pt'}",
+             str(tmp_path / "a.pt")]
     calls = []
     monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, ground_truth))  # no encoding
     rows = baselines.checkpoint_rows(specs, torch.device("cpu"), 8192)  # codes are not computed yet
@@ -1831,9 +2088,11 @@ def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(tmp_
 
 @harness
 def test_baselines_cli_table_and_bad_input(tmp_path):
-    result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "2", "--n-train", "300",
-                     "--n-test", "100", "--seeds", "2", "--classifier-steps", "50", "--device", "cpu", "--table2", "--a4",
-                     "--threads", "1")  # on a busy machine L-BFGS's small dot products crawl on 2 threads
+    # on a busy machine L-BFGS's small dot products crawl on 2 threads
+    result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "2",
+                     "--n-train", "300", "--n-test", "100", "--seeds", "2",
+                     "--classifier-steps", "50", "--device", "cpu", "--table2", "--a4",
+                     "--threads", "1")
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["representation", "ours", "(%)"] and "paper (%)" in lines[0]
     assert lines[1].startswith("ground truth") and " 100 " in lines[1]
@@ -1841,11 +2100,14 @@ def test_baselines_cli_table_and_bad_input(tmp_path):
     assert "raw pixels, L = 8:" in result.stderr  # progress
     # one table per L, each followed by its settings, then Table 2
     settings = [line for line in lines if line.startswith("Metric: L = ")]
-    assert [s.split(",")[0] for s in settings] == ["Metric: L = 8", "Metric: L = 2"] and "(A.4)" in settings[0]
-    assert sum(line.startswith("raw pixels") for line in lines) == 3 and "Table 2 (A.5)" in result.stdout
+    assert [s.split(",")[0] for s in settings] == ["Metric: L = 8", "Metric: L = 2"] and \
+        "(A.4)" in settings[0]
+    assert sum(line.startswith("raw pixels") for line in lines) == 3 and \
+        "Table 2 (A.5)" in result.stdout
     conv = tmp_path / "faces.pt"  # a model of other images
     torch.save({"model": model.BetaVAE("conv", channels=3).state_dict(),
-                "config": {"arch": "conv", "latents": 32, "channels": 3, "dataset": "folder"}}, conv)
+                "config": {"arch": "conv", "latents": 32, "channels": 3, "dataset": "folder"}},
+               conv)
     for args in (["--rows", "gt,nope"], [str(tmp_path / "missing.pt")], [str(conv)]):
         bad = run_cli("baselines.py", "--table", "--rows", "gt", *args, check=False)
         assert_one_line_error(bad)
@@ -1856,7 +2118,8 @@ def test_baselines_cli_table_and_bad_input(tmp_path):
 @pytest.mark.parametrize("name", ["dcign", "infogan"])
 def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, name):
     out = tmp_path / f"{name}.pt"
-    small = ["--train-batch-size", "8", "--log-every", "5", "--threads", "1", "--device", "cpu", "--out", str(out)]
+    small = ["--train-batch-size", "8", "--log-every", "5", "--threads", "1", "--device", "cpu",
+             "--out", str(out)]
     result = run_cli("baselines.py", "--train", name, "--steps", "10", *small)
     assert "step 10/10" in result.stdout and out.exists()
     rows = (tmp_path / f"{name}.csv").read_text().splitlines()
@@ -1879,25 +2142,31 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, na
 
 
 @harness
-def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(tmp_path, monkeypatch):
+def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(tmp_path,
+                                                                                monkeypatch):
     for name in ("dcign", "infogan"):
-        torch.save({"model": baselines.TRAINED[name].model().state_dict(), "config": {"baseline": name}},
-                   tmp_path / f"{name}.pt")
+        torch.save({"model": baselines.TRAINED[name].model().state_dict(),
+                    "config": {"baseline": name}}, tmp_path / f"{name}.pt")
     rows = baselines.checkpoint_rows([str(tmp_path / "dcign.pt"), str(tmp_path / "infogan.pt")],
                                      torch.device("cpu"), 8192)
-    assert [row.label for row in rows] == ["DC-IGN", "InfoGAN"] and all(r in baselines.PAPER for r in ("DC-IGN", "InfoGAN"))
-    for args in (["--train", "dcign", "--steps", "0"], ["--train", "infogan", "--resume", "--out", str(tmp_path / "no.pt")],
+    assert [row.label for row in rows] == ["DC-IGN", "InfoGAN"] and \
+        all(r in baselines.PAPER for r in ("DC-IGN", "InfoGAN"))
+    for args in (["--train", "dcign", "--steps", "0"],
+                 ["--train", "infogan", "--resume", "--out", str(tmp_path / "no.pt")],
                  ["--train", "infogan", "--resume", "--out", str(tmp_path / "dcign.pt")]):
         bad = run_cli("baselines.py", *args, check=False)
         assert_one_line_error(bad)
         assert "baselines.py: error:" in bad.stderr
 
 
-# ---------------------------------------------------------------- runs.py: the audit's defects (issue 22), and time-based saves
+# ---------------------------------------------------------------- runs.py: the audit's defects
+#                                                                  (issue 22), and time-based saves
 
 @harness
-def test_a_codes_cache_that_cannot_be_written_still_gives_the_codes(tmp_path, monkeypatch, ground_truth):
-    monkeypatch.setattr(metric, "encode_all", lambda encode, device, batch_size, progress: ground_truth)
+def test_a_codes_cache_that_cannot_be_written_still_gives_the_codes(tmp_path, monkeypatch,
+                                                                    ground_truth):
+    monkeypatch.setattr(metric, "encode_all",
+                        lambda encode, device, batch_size, progress: ground_truth)
 
     def disk_full(obj, f):  # what torch.save raises on a full disk: RuntimeError, not OSError
         f.write(b"partial")
@@ -1905,17 +2174,22 @@ def test_a_codes_cache_that_cannot_be_written_still_gives_the_codes(tmp_path, mo
 
     monkeypatch.setattr(torch, "save", disk_full)
     lines = []
-    codes = metric.checkpoint_codes(str(tmp_path / "c.pt"), model.BetaVAE("fc"), "cpu", progress=lines.append)
+    codes = metric.checkpoint_codes(str(tmp_path / "c.pt"), model.BetaVAE("fc"), "cpu",
+                                    progress=lines.append)
     assert codes is ground_truth and "not cached" in lines[-1]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @harness
-def test_a_codes_cache_of_the_right_weights_but_a_wrong_table_is_encoded_again(tmp_path, monkeypatch, ground_truth):
+def test_a_codes_cache_of_the_right_weights_but_a_wrong_table_is_encoded_again(
+        tmp_path, monkeypatch, ground_truth):
     net, calls = model.BetaVAE("fc"), []
-    monkeypatch.setattr(metric, "encode_all", lambda encode, device, batch_size, progress: calls.append(1) or ground_truth)
+    monkeypatch.setattr(
+        metric, "encode_all",
+        lambda encode, device, batch_size, progress: calls.append(1) or ground_truth)
     digest = metric.weights_digest(net)
-    for bad in (ground_truth[:, :2], ground_truth.long(), torch.full_like(ground_truth, float("nan"))):
+    for bad in (ground_truth[:, :2], ground_truth.long(),
+                torch.full_like(ground_truth, float("nan"))):
         torch.save({"weights_sha256": digest, "codes": bad}, tmp_path / "c.codes.pt")
         assert metric.checkpoint_codes(str(tmp_path / "c.pt"), net, "cpu") is ground_truth
     assert len(calls) == 3
@@ -1923,7 +2197,8 @@ def test_a_codes_cache_of_the_right_weights_but_a_wrong_table_is_encoded_again(t
 
 @harness
 def test_each_stacked_replica_checkpoint_holds_its_own_optimizer_state_alone():
-    configs = [replica_config(4.0, seed, "--optimizer", "adam", "--lr", "1e-3") for seed in range(3)]
+    configs = [replica_config(4.0, seed, "--optimizer", "adam", "--lr", "1e-3")
+               for seed in range(3)]
     trainer = stacked.StackedTrainer([train.Trainer(c, torch.device("cpu")) for c in configs])
     trainer.step()
     for state in stacked.Replica(trainer, 1).state()["optimizer"]["state"].values():
@@ -1933,21 +2208,26 @@ def test_each_stacked_replica_checkpoint_holds_its_own_optimizer_state_alone():
 
 @harness
 @pytest.mark.parametrize("config", ["not a dict", {"latents": 10}, {"arch": "fc", "latents": "10"}])
-def test_a_checkpoint_with_a_bad_config_is_one_line_everywhere(tmp_path, monkeypatch, capsys, config):
+def test_a_checkpoint_with_a_bad_config_is_one_line_everywhere(tmp_path, monkeypatch, capsys,
+                                                               config):
     path = tmp_path / "bad.pt"
-    torch.save({"model": model.BetaVAE("fc").state_dict(), "config": config, "optimizer": {}, "step": 1, "rng": {}}, path)
+    torch.save({"model": model.BetaVAE("fc").state_dict(), "config": config, "optimizer": {},
+                "step": 1, "rng": {}}, path)
     with pytest.raises(model.CheckpointError):
         model.load_checkpoint(str(path))
     main_error(monkeypatch, capsys, "metric.py", str(path), "--device", "cpu")
     main_error(monkeypatch, capsys, "traverse.py", str(path), "--device", "cpu")
-    main_error(monkeypatch, capsys, "baselines.py", "--table", "--rows", "gt", str(path), "--device", "cpu")
+    main_error(monkeypatch, capsys, "baselines.py", "--table", "--rows", "gt", str(path),
+               "--device", "cpu")
     main_error(monkeypatch, capsys, "train.py", "--resume", "--out", str(path), "--device", "cpu")
 
 
 @harness
 def test_learning_curves_of_a_long_run_draw_and_a_nan_time_is_one_line(tmp_path):
     long = tmp_path / "long.csv"
-    long.write_text("step,samples,seconds,loss,score\n20000,1,3600.0,1,0.5\n300000,2,180000.0,1,0.9\n")  # 50 hours
+    # 50 hours
+    long.write_text("step,samples,seconds,loss,score\n20000,1,3600.0,1,0.5\n"
+                    "300000,2,180000.0,1,0.9\n")
     traverse.learning_curves([str(long)], tmp_path / "curves.png")
     assert Image.open(tmp_path / "curves.png").size[0] > 0
     bad = tmp_path / "nan.csv"
@@ -1957,9 +2237,11 @@ def test_learning_curves_of_a_long_run_draw_and_a_nan_time_is_one_line(tmp_path)
 
 
 @harness
-def test_traverse_refuses_a_sweep_too_long_to_draw(tmp_path, traverse_checkpoint, monkeypatch, capsys):
-    assert "--steps" in main_error(monkeypatch, capsys, "traverse.py", str(traverse_checkpoint), "--steps", "1000000",
-                                   "--device", "cpu", "--out", str(tmp_path / "f"))
+def test_traverse_refuses_a_sweep_too_long_to_draw(tmp_path, traverse_checkpoint, monkeypatch,
+                                                   capsys):
+    assert "--steps" in main_error(monkeypatch, capsys, "traverse.py", str(traverse_checkpoint),
+                                   "--steps", "1000000", "--device", "cpu",
+                                   "--out", str(tmp_path / "f"))
 
 
 @harness
@@ -1971,7 +2253,8 @@ def test_an_out_name_too_long_for_the_file_system_is_refused_before_any_step(tmp
 
 @harness
 def test_taking_the_lock_removes_this_runs_stale_temp_files_alone(tmp_path):
-    mine, theirs = tmp_path / ".a.pt.x1y2z3w4.tmp", tmp_path / ".a.pt.b.pt.x1y2z3w4.tmp"  # of a.pt; of a.pt.b.pt
+    # of a.pt; of a.pt.b.pt
+    mine, theirs = tmp_path / ".a.pt.x1y2z3w4.tmp", tmp_path / ".a.pt.b.pt.x1y2z3w4.tmp"
     mine.write_text("killed save")
     theirs.write_text("a save in flight")
     with runs.out_lock(str(tmp_path / "a.pt")):
@@ -1984,23 +2267,27 @@ def test_checkpoints_fall_due_by_minutes_as_well_as_by_steps(tmp_path, monkeypat
     saved = []
     monkeypatch.setattr(runs, "save_checkpoint", lambda path, state: saved.append(state["step"]))
     config = train.make_config(train.build_parser().parse_args(
-        ["--batch-size", "8", "--log-every", "2", "--save-every", "1000", "--save-minutes", "1e-9", "--steps", "4"]))
+        ["--batch-size", "8", "--log-every", "2", "--save-every", "1000", "--save-minutes", "1e-9",
+         "--steps", "4"]))
     assert config["save_minutes"] == 1e-9
     train.train(config, str(tmp_path / "m.pt"), torch.device("cpu"))
     assert saved == [1, 2, 3, 4]  # every step is over a nanominute; step 4 is the end's save
 
 
 @harness
-def test_the_cpu_protocol_ends_on_a_sigterm_that_lands_in_a_replicas_final_save(tmp_path, monkeypatch, capsys):
+def test_the_cpu_protocol_ends_on_a_sigterm_that_lands_in_a_replicas_final_save(
+        tmp_path, monkeypatch, capsys):
     real_save = runs.save_checkpoint
 
-    def save_then_sigterm(path, state):  # the scheduler's SIGTERM arrives while the first replica's last save runs
+    # the scheduler's SIGTERM arrives while the first replica's last save runs
+    def save_then_sigterm(path, state):
         signal.raise_signal(signal.SIGTERM)
         real_save(path, state)
 
     monkeypatch.setattr(runs, "save_checkpoint", save_then_sigterm)
-    monkeypatch.setattr(sys, "argv", ["train.py", "--beta", "1", "4", "--seeds", "0", "--steps", "2", "--batch-size", "8",
-                                      "--device", "cpu", "--out", str(tmp_path / "p")])
+    monkeypatch.setattr(sys, "argv", ["train.py", "--beta", "1", "4", "--seeds", "0",
+                                      "--steps", "2", "--batch-size", "8", "--device", "cpu",
+                                      "--out", str(tmp_path / "p")])
     with pytest.raises(SystemExit) as stop:
         train.main()
     assert stop.value.code == 143 and "--resume" in capsys.readouterr().err
@@ -2008,27 +2295,31 @@ def test_the_cpu_protocol_ends_on_a_sigterm_that_lands_in_a_replicas_final_save(
 
 
 @harness
-def test_two_ctrl_c_during_a_save_stop_at_once_and_are_not_a_full_disk(tmp_path, monkeypatch, capsys):
+def test_two_ctrl_c_during_a_save_stop_at_once_and_are_not_a_full_disk(tmp_path, monkeypatch,
+                                                                       capsys):
     real_save = torch.save
 
-    def interrupted_twice(obj, f):  # torch.save turns a KeyboardInterrupt in its writer into a RuntimeError
+    # torch.save turns a KeyboardInterrupt in its writer into a RuntimeError
+    def interrupted_twice(obj, f):
         try:
             signal.raise_signal(signal.SIGINT)
             signal.raise_signal(signal.SIGINT)
         except KeyboardInterrupt:
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64") from None
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . "
+                               "unexpected pos 64") from None
         real_save(obj, f)
 
     monkeypatch.setattr(torch, "save", interrupted_twice)
-    config = train.make_config(train.build_parser().parse_args(["--batch-size", "8", "--save-every", "2", "--steps", "4"]))
+    config = train.make_config(train.build_parser().parse_args(
+        ["--batch-size", "8", "--save-every", "2", "--steps", "4"]))
     with pytest.raises(SystemExit) as stop:
         train.train(config, str(tmp_path / "s.pt"), torch.device("cpu"))
     assert stop.value.code == 130 and "stopped at once" in capsys.readouterr().err
 
 
 def hold_lock(out: str, start, holding, most, hold: float = 0.3) -> None:
-    """A child process: wait for `start`, try to take the lock of `out`; while holding it, count itself in
-    `holding` and keep in `most` the largest number of holders at once."""
+    """A child process: wait for `start`, try to take the lock of `out`; while holding it, count
+    itself in `holding` and keep in `most` the largest number of holders at once."""
     start.wait()
     try:
         with runs.out_lock(out):
@@ -2044,43 +2335,52 @@ def hold_lock(out: str, start, holding, most, hold: float = 0.3) -> None:
 
 
 @harness
-def test_two_runs_started_together_never_both_hold_the_lock_and_a_dead_runs_lock_file_never_blocks(tmp_path):
+def test_two_runs_started_together_never_both_hold_the_lock_and_a_dead_runs_lock_file_never_blocks(
+        tmp_path):
     import multiprocessing
     ctx = multiprocessing.get_context("fork")
     out = str(tmp_path / "race.pt")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    locks = ["", "garbage", f"{os.getpid()} {socket.gethostname()}", f"{dead.stdout.strip()} {socket.gethostname()}"]
-    for trial, stale in enumerate(locks * 4):  # empty, garbled, a live (reused) PID, a dead run's: no flock held
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True)
+    locks = ["", "garbage", f"{os.getpid()} {socket.gethostname()}",
+             f"{dead.stdout.strip()} {socket.gethostname()}"]
+    # empty, garbled, a live (reused) PID, a dead run's: no flock held
+    for trial, stale in enumerate(locks * 4):
         Path(f"{out}.lock").write_text(stale)
         start, holding, most = ctx.Event(), ctx.Value("i", 0), ctx.Value("i", 0)
-        children = [ctx.Process(target=hold_lock, args=(out, start, holding, most)) for _ in range(4)]
+        children = [ctx.Process(target=hold_lock, args=(out, start, holding, most))
+                    for _ in range(4)]
         for child in children:
             child.start()
         start.set()
         for child in children:
             child.join()
-        assert most.value == 1, f"trial {trial}: {most.value} runs held the lock at once (lock file {stale!r})"
-    result = run_cli("train.py", "--steps", "1", "--batch-size", "8", "--device", "cpu", "--out", out)
+        assert most.value == 1, (f"trial {trial}: {most.value} runs held the lock at once "
+                                 f"(lock file {stale!r})")
+    result = run_cli("train.py", "--steps", "1", "--batch-size", "8", "--device", "cpu",
+                     "--out", out)
     assert "wrote" in result.stdout
 
 
 @harness
-@pytest.mark.parametrize("script", ["train.py", "metric.py", "traverse.py", "baselines.py", "shapes.py"])
+@pytest.mark.parametrize("script", ["train.py", "metric.py", "traverse.py", "baselines.py",
+                                    "shapes.py"])
 def test_ctrl_c_while_a_script_starts_is_one_line(script):
-    proc = subprocess.Popen([sys.executable, script, "--help"], cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen([sys.executable, script, "--help"], cwd=HERE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     time.sleep(0.3)  # torch takes seconds to import: the signal lands in it
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in stderr and len(stderr.strip().splitlines()) <= 1, stderr
+    assert proc.returncode == 130 and "Traceback" not in stderr and \
+        len(stderr.strip().splitlines()) <= 1, stderr
 
 
 @harness
 def test_a_closed_stdout_never_costs_a_run_its_checkpoint(tmp_path):
     out = tmp_path / "piped.pt"
-    proc = subprocess.Popen([sys.executable, "train.py", "--steps", "40", "--log-every", "1", "--batch-size", "8",
-                             "--device", "cpu", "--out", str(out)], cwd=HERE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "train.py", "--steps", "40", "--log-every", "1",
+                             "--batch-size", "8", "--device", "cpu", "--out", str(out)], cwd=HERE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         proc.stdout.readline()  # as `| head -1`: one line read, then the reader goes
         proc.stdout.close()
@@ -2092,31 +2392,36 @@ def test_a_closed_stdout_never_costs_a_run_its_checkpoint(tmp_path):
 
 
 @harness
-def test_baselines_resume_keeps_its_total_and_refuses_a_differing_flag(tmp_path, monkeypatch, capsys):
+def test_baselines_resume_keeps_its_total_and_refuses_a_differing_flag(tmp_path, monkeypatch,
+                                                                       capsys):
     out = str(tmp_path / "d.pt")
-    train_flags = ("--train", "dcign", "--steps", "2", "--train-batch-size", "4", "--log-every", "1", "--device", "cpu")
+    train_flags = ("--train", "dcign", "--steps", "2", "--train-batch-size", "4",
+                   "--log-every", "1", "--device", "cpu")
     monkeypatch.setattr(sys, "argv", ["baselines.py", *train_flags, "--out", out])
     baselines.main()
-    monkeypatch.setattr(sys, "argv", ["baselines.py", "--train", "dcign", "--out", out, "--resume", "--device", "cpu"])
+    monkeypatch.setattr(sys, "argv", ["baselines.py", "--train", "dcign", "--out", out, "--resume",
+                                      "--device", "cpu"])
     baselines.main()  # no --steps: the checkpoint's 2, not the default 20,000
     assert torch.load(out, weights_only=True)["config"]["steps"] == 2
-    err = main_error(monkeypatch, capsys, "baselines.py", "--train", "dcign", "--out", out, "--resume",
-                     "--train-batch-size", "8", "--device", "cpu")
+    err = main_error(monkeypatch, capsys, "baselines.py", "--train", "dcign", "--out", out,
+                     "--resume", "--train-batch-size", "8", "--device", "cpu")
     assert "differs" in err
 
 
 @harness
 def test_a_log_without_a_checkpoint_is_no_run_to_refuse(tmp_path, monkeypatch, capsys):
     out = tmp_path / "failed.pt"
-    (tmp_path / "failed.csv").write_text("step,samples\n")  # a run that failed before its first checkpoint
-    train_in_process(monkeypatch, "--steps", "1", "--batch-size", "8", "--device", "cpu", "--out", str(out))
+    # a run that failed before its first checkpoint
+    (tmp_path / "failed.csv").write_text("step,samples\n")
+    train_in_process(monkeypatch, "--steps", "1", "--batch-size", "8", "--device", "cpu",
+                     "--out", str(out))
     assert "saved no checkpoint" in capsys.readouterr().out and out.exists()
 
 
 @harness
 def test_sigterm_to_the_npz_export_leaves_no_temp_file(tmp_path):
-    proc = subprocess.Popen([sys.executable, "shapes.py", "--out", str(tmp_path / "all.npz")], cwd=HERE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "shapes.py", "--out", str(tmp_path / "all.npz")],
+                            cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("rendering")  # the export has begun
         time.sleep(1)
@@ -2131,28 +2436,38 @@ def test_sigterm_to_the_npz_export_leaves_no_temp_file(tmp_path):
 @harness
 def test_the_replica_figure_puts_each_beta_in_its_colour(tmp_path):
     path = tmp_path / "replicas.png"
-    traverse.replica_figure([("β = 4", 2.0, 90.0), ("β = 4", 36.0, 62.0), ("β = 1", 30.0, 64.0)], path)
+    traverse.replica_figure([("β = 4", 2.0, 90.0), ("β = 4", 36.0, 62.0), ("β = 1", 30.0, 64.0)],
+                            path)
     pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
-    first, second, third = ((pixels == colour).all(1).sum() for colour in traverse.CURVE_COLOURS[:3])
-    assert first > second + 40 and second > 40 and third == 0  # two dots of ~50 pixels in the first, one in the second
+    first, second, third = ((pixels == colour).all(1).sum()
+                            for colour in traverse.CURVE_COLOURS[:3])
+    # two dots of ~50 pixels in the first, one in the second
+    assert first > second + 40 and second > 40 and third == 0
 
 
 @harness
-def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_degrees(tmp_path, monkeypatch, ground_truth):
-    monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))  # its codes: the ground truth
+def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_degrees(
+        tmp_path, monkeypatch, ground_truth):
+    # its codes: the ground truth
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))
     monkeypatch.setattr(replicas, "ROTATION_ANGLES", (0, 45, 90))
     ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
-    [(label, rows)] = replicas.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500, n_test=200, steps=100)
+    [(label, rows)] = replicas.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500,
+                                               n_test=200, steps=100)
     assert label == "m, 0 deg" and [r["theta"] for r in rows] == [0, 45, 90]
-    assert rows[1]["score_L16"] < rows[0]["score_L16"] - 0.15  # posX and posY mixed: the metric drops
-    assert abs(rows[2]["score_L16"] - rows[0]["score_L16"]) < 0.05  # 90°: the pair swapped, read as well
+    # posX and posY mixed: the metric drops
+    assert rows[1]["score_L16"] < rows[0]["score_L16"] - 0.15
+    # 90°: the pair swapped, read as well
+    assert abs(rows[2]["score_L16"] - rows[0]["score_L16"]) < 0.05
     path = tmp_path / "rotation.png"
-    lower = [{**r, "score_L16": r["score_L16"] - 0.2, "loss_turned": 1.01 * r["loss_turned"]} for r in rows]
+    lower = [{**r, "score_L16": r["score_L16"] - 0.2, "loss_turned": 1.01 * r["loss_turned"]}
+             for r in rows]
     traverse.rotation_figure([(label, rows), ("n", lower)], path)
     image = Image.open(path)
     pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
     assert image.width == 2 * (56 + traverse.CURVE[0] + 2 * traverse.SPACE) + traverse.SPACE
     assert all((pixels == colour).all(1).sum() > 100 for colour in traverse.CURVE_COLOURS[:2])
-    result = run_cli("traverse.py", "--rotation", str(tmp_path / "missing.pt"), "--out", str(path), check=False)
+    result = run_cli("traverse.py", "--rotation", str(tmp_path / "missing.pt"), "--out", str(path),
+                     check=False)
     assert_one_line_error(result)
     assert "no such checkpoint" in result.stderr

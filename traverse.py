@@ -1,4 +1,5 @@
-"""Figures of a trained β-VAE (Higgins et al., ICLR 2017): traversals, latent response maps, samples.
+"""Figures of a trained β-VAE (Higgins et al., ICLR 2017): traversals, latent response maps,
+samples.
 
 Latent traversals (Figs. 1–4, Fig. 7A rows 4–8): infer mu from a seed image, then sweep one
 latent over [−3, 3] while the others stay at mu; one row per latent, the most informative
@@ -8,23 +9,23 @@ whole data set as a function of position (a heat map), of scale and of rotation 
 shape: square red, ellipse green, heart blue). Samples from the prior (Fig. 9): decoded z ~ N(0, I).
 Reconstructions: inputs above the decoded mean of q(z|x). Learning curves: the disentanglement
 score that train.py --eval-every logs, against training minutes or images seen (--x). Every
-figure carries its axes: ticks, axis names, the response maps' colour bar (the value of mu), KL in nats.
-The explorer (fc models of grey images): explorer.html, one self-contained page that runs the
-decoder in the browser, a slider per latent, seed images whose mu sets them; its HTML and
-JavaScript are explorer_template.html, which this file fills in with the weights and codes.
+figure carries its axes: ticks, axis names, the response maps' colour bar (the value of mu), KL
+in nats. The explorer (fc models of grey images): explorer.html, one self-contained page that
+runs the decoder in the browser, a slider per latent, seed images whose mu sets them; its HTML
+and JavaScript are explorer_template.html, which this file fills in with the weights and codes.
 
 The response maps read the checkpoint's codes through metric.checkpoint_codes: cached beside it
 as <stem>.codes.pt (--no-cache: encode afresh). Needs shapes.py, model.py, loss.py, metric.py,
 runs.py and explorer_template.html beside it (pillow for the pictures).
 
-    python traverse.py ckpt.pt                       # every figure, into ckpt_figures/
+    python traverse.py ckpt.pt                 # every figure, into ckpt_figures/
     python traverse.py ckpt.pt --only traversal --steps 7 --out figs
-    python traverse.py ckpt.pt --html                # the explorer alone: open explorer.html in a browser
-    python traverse.py faces.pt --seeds 5            # a model trained on an image folder
-    python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png   # score vs minutes
-    python traverse.py --curves paper_b4_s0.csv --x images --out paper.png        # score vs images seen
-    python traverse.py --replicas runs/fig6/b*_s*[0-9].pt --out replicas.png         # score vs position angle
-    python traverse.py --rotation runs/fig6/b4_s[0-3].pt --out rotation.png          # the objective's blind spot
+    python traverse.py ckpt.pt --html          # the explorer alone: open explorer.html in a browser
+    python traverse.py faces.pt --seeds 5      # a model trained on an image folder
+    python traverse.py --curves "β = 4=b4.csv" "β = 1=b1.csv" --out curves.png  # score vs minutes
+    python traverse.py --curves paper_b4_s0.csv --x images --out paper.png  # score vs images seen
+    python traverse.py --replicas runs/fig6/b*_s*[0-9].pt --out replicas.png  # score vs position angle
+    python traverse.py --rotation runs/fig6/b4_s[0-3].pt --out rotation.png  # the objective's blind spot
 """
 
 import argparse
@@ -38,8 +39,11 @@ import signal
 import time
 from pathlib import Path
 
-if __name__ == "__main__":  # Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
-    signal.signal(signal.SIGINT, lambda signum, frame: (os.write(2, b"interrupted while starting\n"), os._exit(130)))
+# Ctrl-C while torch loads (it may be in C++: exit at once), not a traceback
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT,
+                  lambda signum, frame: (os.write(2, b"interrupted while starting\n"),
+                                         os._exit(130)))
 
 import numpy as np
 import torch
@@ -61,18 +65,22 @@ CELL = 64 + GAP
 LINE = 18  # height of one line of text
 LABEL_WIDTH = 112  # column of row labels, left of a grid
 SPACE = 16  # between the blocks of one figure
-SHAPE_COLOURS = ((220, 30, 30), (20, 150, 40), (30, 70, 220))  # square red, ellipse green, heart blue
+# square red, ellipse green, heart blue
+SHAPE_COLOURS = ((220, 30, 30), (20, 150, 40), (30, 70, 220))
 PLOT = (150, 96)  # one response curve's axis box, pixels
 HEAT = 96  # side of one 32×32 position map, enlarged
 TICK = 4  # length of a tick mark, pixels
-MAP_ROW = HEAT + LINE + 4 * GAP  # height of one latent's response maps: the maps, then their tick labels
+# height of one latent's response maps: the maps, then their tick labels
+MAP_ROW = HEAT + LINE + 4 * GAP
 BAR = (10, 44)  # the colour bar: its width, and the room for its value labels right of it
 CURVE = (480, 280)  # the learning curves' axis box, pixels
-CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0), (90, 90, 90))
+CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0),
+                 (90, 90, 90))
 FIGURES = ("traversal", "maps", "samples", "recon", "explorer")  # what --only chooses from
 EXPLORER_TEMPLATE = Path(__file__).with_name("explorer_template.html")
 # The explorer's seeds: each shape, upright, at these (name, scale class, posX, posY).
-EXPLORER_PLACES = (("large, centre", 5, 16, 16), ("small, top left", 0, 6, 6), ("medium, bottom right", 2, 25, 25))
+EXPLORER_PLACES = (("large, centre", 5, 16, 16), ("small, top left", 0, 6, 6),
+                   ("medium, bottom right", 2, 25, 25))
 
 
 def font(size: int = 13) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -91,7 +99,8 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def labelled_grid(images: torch.Tensor, row_labels: list[str] | None = None,
                   col_labels: list[str] | None = None, title: str | None = None,
                   corner: tuple[str, str] | None = None) -> Image.Image:
-    """(R, K, C, 64, 64) images -> one picture: a label left of each row, above each column, a title.
+    """(R, K, C, 64, 64) images -> one picture: a label left of each row, above each column,
+    a title.
 
     `corner` names the row labels (on the title's line) and the column labels (on theirs),
     in the row labels' column.
@@ -104,11 +113,14 @@ def labelled_grid(images: torch.Tensor, row_labels: list[str] | None = None,
     draw, f = ImageDraw.Draw(canvas), font()
     for r in range(R):
         for k in range(K):
-            canvas.paste(Image.fromarray(pixels[r, k]), (left + GAP + k * CELL, top + GAP + r * CELL))
+            canvas.paste(Image.fromarray(pixels[r, k]),
+                         (left + GAP + k * CELL, top + GAP + r * CELL))
         if row_labels:
-            draw.text((4, top + GAP + r * CELL + (64 - LINE) // 2), row_labels[r], fill="black", font=f)
+            draw.text((4, top + GAP + r * CELL + (64 - LINE) // 2), row_labels[r], fill="black",
+                      font=f)
     for k, text in enumerate(col_labels or []):
-        x = left + GAP + k * CELL + (64 - draw.textlength(text, font=f)) / 2  # centred over its column
+        # centred over its column
+        x = left + GAP + k * CELL + (64 - draw.textlength(text, font=f)) / 2
         draw.text((x, top - LINE + 2), text, fill="black", font=f)
     if title is not None:
         draw.text((left + GAP, 2), title, fill="black", font=f)
@@ -154,7 +166,8 @@ def latents_by_kl(model: BetaVAE, source: shapes.Shapes | shapes.DSpritesNpz | s
     """latent_kl over KL_IMAGES training images, said most informative first: (M,) nats."""
     x, _ = source.sample(KL_IMAGES, generator)  # (N, C, 64, 64)
     kl = latent_kl(model, x)
-    metric.say("latents by mean KL (nats): " + ", ".join(f"z{i} {kl[i]:.2f}" for i in kl.argsort(descending=True)))
+    metric.say("latents by mean KL (nats): "
+               + ", ".join(f"z{i} {kl[i]:.2f}" for i in kl.argsort(descending=True)))
     return kl
 
 
@@ -171,14 +184,18 @@ def traversal(model: BetaVAE, mu: torch.Tensor, steps: int) -> torch.Tensor:
     return images.view(S, M, steps, *images.shape[1:])
 
 
-def draw_traversals(images: torch.Tensor, names: list[str], kl: torch.Tensor, png: Path, gif: Path) -> None:
-    """A block per seed (rows: latents by KL, columns: positions) as a PNG; a GIF over the positions."""
+def draw_traversals(images: torch.Tensor, names: list[str], kl: torch.Tensor, png: Path,
+                    gif: Path) -> None:
+    """A block per seed (rows: latents by KL, columns: positions) as a PNG; a GIF over the
+    positions."""
     S, M, steps = images.shape[:3]
     order = kl.argsort(descending=True)
     rows = [f"z{i}  {kl[i]:.2f}" for i in order.tolist()]
     values = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, steps).tolist()
-    blocks = [labelled_grid(images[s, order], rows if s == 0 else None, [f"{v:+.1f}" for v in values],
-                            f"seed: {names[s]}", ("latent, KL (nats)", "latent value:")) for s in range(S)]
+    blocks = [labelled_grid(images[s, order], rows if s == 0 else None,
+                            [f"{v:+.1f}" for v in values], f"seed: {names[s]}",
+                            ("latent, KL (nats)", "latent value:"))
+              for s in range(S)]
     side_by_side(blocks).save(png)
     frames = [labelled_grid(images[:, order, t].transpose(0, 1), rows, names,
                             f"traversed latent = {values[t]:+.2f}", ("latent, KL (nats)", "seed:"))
@@ -201,8 +218,10 @@ def latent_responses(codes: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def heat_colour(t: np.ndarray) -> np.ndarray:
-    """t in [0, 1] -> RGB uint8 along dark blue, blue, cyan, yellow, red (a 'jet' map, as Fig. 7)."""
-    anchors = np.array([[0, 0, 130], [0, 60, 255], [0, 230, 255], [255, 230, 0], [220, 0, 0]], float)
+    """t in [0, 1] -> RGB uint8 along dark blue, blue, cyan, yellow, red (a 'jet' map, as
+    Fig. 7)."""
+    anchors = np.array([[0, 0, 130], [0, 60, 255], [0, 230, 255], [255, 230, 0], [220, 0, 0]],
+                       float)
     x = np.linspace(0, 1, len(anchors))
     return np.stack([np.interp(t, x, anchors[:, c]) for c in range(3)], -1).round().astype(np.uint8)
 
@@ -229,13 +248,15 @@ def response_maps(codes: torch.Tensor, kl: torch.Tensor, path: Path) -> dict[str
         draw.text((x, LINE + 1), name, fill=colour, font=f)
         x += draw.textlength(name, font=f) + 10
     for row, i in enumerate(kl.argsort(descending=True).tolist()):
-        response_row(canvas, {k: r[i] for k, r in responses.items()}, f"z{i}  {kl[i]:.2f}", top + row * MAP_ROW, columns)
+        response_row(canvas, {k: r[i] for k, r in responses.items()}, f"z{i}  {kl[i]:.2f}",
+                     top + row * MAP_ROW, columns)
     canvas.save(path)
     return responses
 
 
 def ticks(draw: ImageDraw.ImageDraw, x0: float, x1: float, y: float, labels: list[str]) -> None:
-    """Tick marks below an axis from x0 to x1, evenly spaced, each with its label centred under it."""
+    """Tick marks below an axis from x0 to x1, evenly spaced, each with its label centred
+    under it."""
     f = font()
     for x, label in zip(np.linspace(x0, x1, len(labels)).tolist(), labels):
         draw.line([(x, y), (x, y + TICK)], fill="grey")
@@ -244,10 +265,12 @@ def ticks(draw: ImageDraw.ImageDraw, x0: float, x1: float, y: float, labels: lis
 
 def response_row(canvas: Image.Image, response: dict[str, torch.Tensor], label: str, y: int,
                  columns: tuple[int, int, int]) -> None:
-    """One latent's row of the response maps at height y: its position map, colour bar and two curves."""
+    """One latent's row of the response maps at height y: its position map, colour bar and two
+    curves."""
     draw, f = ImageDraw.Draw(canvas), font()
     # One scale for the map and both curves, so that a factor the latent ignores draws flat.
-    lo, hi = min(r.min().item() for r in response.values()), max(r.max().item() for r in response.values())
+    lo, hi = (min(r.min().item() for r in response.values()),
+              max(r.max().item() for r in response.values()))
     span = max(hi - lo, 1e-6)
     draw.text((4, y + HEAT // 2 - LINE // 2), label, fill="black", font=f)
     heat = heat_colour(((response["position"] - lo) / span).numpy())  # (32, 32, 3)
@@ -256,9 +279,11 @@ def response_row(canvas: Image.Image, response: dict[str, torch.Tensor], label: 
     ticks(draw, columns[0] + cell / 2, columns[0] + HEAT - cell / 2, y + HEAT, ["posX 0", "1"])
     for text, v in (("posY 0", y + cell / 2), ("1", y + HEAT - cell / 2)):
         draw.line([(columns[0] - TICK, v), (columns[0], v)], fill="grey")
-        draw.text((columns[0] - TICK - 2 - draw.textlength(text, font=f), v - LINE / 2), text, fill="black", font=f)
+        draw.text((columns[0] - TICK - 2 - draw.textlength(text, font=f), v - LINE / 2), text,
+                  fill="black", font=f)
     bar_x = LABEL_WIDTH + HEAT + SPACE // 2
-    ramp = heat_colour(np.linspace(1, 0, PLOT[1] - 8))[:, None, :].repeat(BAR[0], 1)  # (H, w, 3): high at the top
+    # (H, w, 3): high at the top
+    ramp = heat_colour(np.linspace(1, 0, PLOT[1] - 8))[:, None, :].repeat(BAR[0], 1)
     canvas.paste(Image.fromarray(ramp), (bar_x, y + 4))  # the bar spans the curves' value range
     draw.rectangle((bar_x, y + 4, bar_x + BAR[0], y + PLOT[1] - 4), outline="grey")
     for value, v in ((hi, y + 4), ((lo + hi) / 2, y + PLOT[1] / 2), (lo, y + PLOT[1] - 4)):
@@ -267,7 +292,8 @@ def response_row(canvas: Image.Image, response: dict[str, torch.Tensor], label: 
     for x0, curves, labels in zip(columns[1:], (response["scale"], response["rotation"]),
                                   (["0.5", "scale", "1"], ["0", "rotation", "2pi"])):
         draw.rectangle((x0, y, x0 + PLOT[0], y + PLOT[1]), outline="grey")
-        for v in (y + 4, y + PLOT[1] / 2, y + PLOT[1] - 4):  # the colour bar's values, on the same scale
+        # the colour bar's values, on the same scale
+        for v in (y + 4, y + PLOT[1] / 2, y + PLOT[1] - 4):
             draw.line([(x0, v), (x0 + TICK, v)], fill="grey")
         xs = np.linspace(x0 + 4, x0 + PLOT[0] - 4, curves.shape[1])
         ticks(draw, x0 + 4, x0 + PLOT[0] - 4, y + PLOT[1], labels)
@@ -298,7 +324,8 @@ def read_scores(csv_path: str, x: str = "minutes") -> tuple[list[float], list[fl
         raise UsageError(f"{csv_path} has no scores: train with --eval-every N to log them")
     xs, scores = [float(r[column]) * scale for r in rows], [100 * float(r["score"]) for r in rows]
     if not all(math.isfinite(v) for v in xs + scores):
-        raise UsageError(f"{csv_path}: its {column} or scores hold nan or inf: not a train.py log as written")
+        raise UsageError(f"{csv_path}: its {column} or scores hold nan or inf: "
+                         "not a train.py log as written")
     return xs, scores
 
 
@@ -324,7 +351,8 @@ def learning_curves(specs: list[str], path: Path, x: str = "minutes") -> None:
     steps = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
     step = next((s for s in steps if x_max / s <= 8), 60 * math.ceil(x_max / 480))  # ≤ 8 ticks
     x_max = step * math.ceil(x_max / step - 1e-9)
-    canvas, draw, xy = score_axes(x_max, [round(i * step, 1) for i in range(round(x_max / step) + 1)],
+    canvas, draw, xy = score_axes(x_max,
+                                  [round(i * step, 1) for i in range(round(x_max / step) + 1)],
                                   CURVE_AXES[x][2], "disentanglement score (Sec. 3)")
     for i, ((label, xs, scores), colour) in enumerate(zip(curves, CURVE_COLOURS * len(curves))):
         points = [xy(m, s) for m, s in zip(xs, scores)]
@@ -338,7 +366,8 @@ def learning_curves(specs: list[str], path: Path, x: str = "minutes") -> None:
 def replica_figure(points: list[tuple[str, float, float]], path: Path) -> None:
     """The score of each replica against the angle of its position latents: points (label, angle in
     degrees, score in %), one colour per label (β)."""
-    canvas, draw, xy = score_axes(45, range(0, 46, 5), "angle of the position latents from (posX, posY), degrees",
+    canvas, draw, xy = score_axes(45, range(0, 46, 5),
+                                  "angle of the position latents from (posX, posY), degrees",
                                   "disentanglement score at L = 16 (Sec. 3), one point per replica")
     labels = list(dict.fromkeys(label for label, _, _ in points))
     for i, label in enumerate(labels):
@@ -350,9 +379,11 @@ def replica_figure(points: list[tuple[str, float, float]], path: Path) -> None:
     canvas.save(path)
 
 
-def score_axes(x_max: float, ticks, x_name: str, title: str, y_ticks: tuple[float, ...] = (25, 50, 75, 100)):
-    """A blank plot with a y axis over y_ticks (default: the score, from chance at 25 % to 100 %) in %
-    and an x axis from 0 to x_max with ticks: the canvas, its drawing context, and xy(x, y) -> pixel."""
+def score_axes(x_max: float, ticks, x_name: str, title: str,
+               y_ticks: tuple[float, ...] = (25, 50, 75, 100)):
+    """A blank plot with a y axis over y_ticks (default: the score, from chance at 25 % to 100 %)
+    in % and an x axis from 0 to x_max with ticks: the canvas, its drawing context, and
+    xy(x, y) -> pixel."""
     left, top = 56, 2 * LINE
     canvas = Image.new("RGB", (left + CURVE[0] + 2 * SPACE, top + CURVE[1] + 3 * LINE), "white")
     draw, f = ImageDraw.Draw(canvas), font()
@@ -369,17 +400,20 @@ def score_axes(x_max: float, ticks, x_name: str, title: str, y_ticks: tuple[floa
     for m in ticks:
         x, y = xy(m, y_min)
         draw.line([(x, y), (x, y + TICK)], fill="grey")
-        draw.text((x - draw.textlength(f"{m:g}", font=f) / 2, y + TICK), f"{m:g}", fill="black", font=f)
+        draw.text((x - draw.textlength(f"{m:g}", font=f) / 2, y + TICK), f"{m:g}", fill="black",
+                  font=f)
     draw.rectangle((left, top, left + CURVE[0], top + CURVE[1]), outline="grey")
-    draw.text((left + (CURVE[0] - draw.textlength(x_name, font=f)) / 2, top + CURVE[1] + LINE + 4), x_name,
-              fill="black", font=f)
+    draw.text((left + (CURVE[0] - draw.textlength(x_name, font=f)) / 2, top + CURVE[1] + LINE + 4),
+              x_name, fill="black", font=f)
     draw.text((left, 2), title, fill="black", font=f)
     return canvas, draw, xy
 
 
-def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str, colour: tuple[int, int, int]) -> None:
+def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str,
+           colour: tuple[int, int, int]) -> None:
     """Line i of n of a plot's legend, at its lower right."""
-    draw.text((56 + CURVE[0] - 170, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
+    draw.text((56 + CURVE[0] - 170, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour,
+              font=font())
 
 
 def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
@@ -389,24 +423,27 @@ def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
     thetas = replicas.ROTATION_ANGLES
     left, ld, lxy = score_axes(thetas[-1], thetas, "position latents turned by (degrees)",
                                "disentanglement score at L = 16 (Sec. 3)")
-    change = [{key: [100 * c for c in replicas.eq4_change(rows, key)] for key in ("loss_turned", "loss")} for _, rows in sweeps]
+    change = [{key: [100 * c for c in replicas.eq4_change(rows, key)]
+               for key in ("loss_turned", "loss")} for _, rows in sweeps]
     values = [v for lines in change for line in lines.values() for v in line]  # % of Eq. 4 at θ = 0
     low, high = min(0, math.floor(min(values))), max(1, math.ceil(max(values)))
     step = math.ceil((high - low) / 8)  # ≤ 8 ticks
     right, rd, rxy = score_axes(thetas[-1], thetas, "position latents turned by (degrees)",
                                 "Eq. 4 against 0 deg: variances turned (thick), kept (thin)",
                                 y_ticks=tuple(range(low, high + step, step)))
-    for i, ((label, rows), lines, colour) in enumerate(zip(sweeps, change, CURVE_COLOURS * len(sweeps))):
+    for i, ((label, rows), lines, colour) in enumerate(zip(sweeps, change,
+                                                           CURVE_COLOURS * len(sweeps))):
         turned_by = [r["theta"] for r in rows]
-        ld.line([lxy(t, 100 * r["score_L16"]) for t, r in zip(turned_by, rows)], fill=colour, width=2)
+        ld.line([lxy(t, 100 * r["score_L16"]) for t, r in zip(turned_by, rows)], fill=colour,
+                width=2)
         for key, width in (("loss_turned", 3), ("loss", 1)):
             rd.line([rxy(t, c) for t, c in zip(turned_by, lines[key])], fill=colour, width=width)
         legend(ld, i, len(sweeps), label, colour)
     side_by_side([left, right]).save(path)
 
 
-def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder, n: int,
-                generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder,
+                n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """The images whose codes the traversals start from: (S, C, 64, 64) and a name for each."""
     if config["dataset"] != "folder":  # one of each shape, mid scale, upright, centred
         c = torch.tensor([[s, 3, 0, 16, 16] for s in range(len(shapes.SHAPE_NAMES))])
@@ -420,9 +457,12 @@ def explorer_seeds(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | sh
     """The explorer's seed images (S, C, 64, 64) and names: each shape at EXPLORER_PLACES, or
     as many of an image folder's own images."""
     if config["dataset"] == "folder":
-        return seed_images(config, source, len(shapes.SHAPE_NAMES) * len(EXPLORER_PLACES), generator)
-    c = torch.tensor([[s, scale, 0, x, y] for s in range(len(shapes.SHAPE_NAMES)) for _, scale, x, y in EXPLORER_PLACES])
-    return source.render(c), [f"{shape}, {place}" for shape in shapes.SHAPE_NAMES for place, *_ in EXPLORER_PLACES]
+        return seed_images(config, source, len(shapes.SHAPE_NAMES) * len(EXPLORER_PLACES),
+                           generator)
+    c = torch.tensor([[s, scale, 0, x, y] for s in range(len(shapes.SHAPE_NAMES))
+                      for _, scale, x, y in EXPLORER_PLACES])
+    return source.render(c), [f"{shape}, {place}" for shape in shapes.SHAPE_NAMES
+                              for place, *_ in EXPLORER_PLACES]
 
 
 def slider_labels(kl: torch.Tensor) -> list[str]:
@@ -437,14 +477,16 @@ def quantise_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     not fit: the fc decoder's 7.8 M weights are 15.6 MB as fp16 before base64 adds a third.
     """
     weight = weight.float()
-    scale = weight.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127  # a zero row keeps q = 0
+    # a zero row keeps q = 0
+    scale = weight.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127
     return (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8), scale
 
 
 def explorer_data(model: BetaVAE, kl: torch.Tensor, labels: list[str], seeds: torch.Tensor,
                   names: list[str], title: str) -> dict:
     """What explorer.html holds, as JSON: the decoder's Linear layers (int8 rows with float32 scales
-    and biases, base64), the latents' KL, labels and order (most KL first), and each seed's mu and image."""
+    and biases, base64), the latents' KL, labels and order (most KL first), and each seed's mu and
+    image."""
     def b64(t: torch.Tensor) -> str:  # the bytes as a JavaScript typed array reads them
         return base64.b64encode(t.detach().cpu().contiguous().numpy().tobytes()).decode()
 
@@ -459,24 +501,31 @@ def explorer_data(model: BetaVAE, kl: torch.Tensor, labels: list[str], seeds: to
         layers.append({"rows": q.shape[0], "cols": q.shape[1], "q": b64(q), "scale": b64(scale),
                        "bias": b64(linear.bias.float())})
     mu, _ = encode(model, seeds)
-    return {"title": title, "latents": model.latents, "range": TRAVERSAL_RANGE, "active_kl": objective.ACTIVE_KL,
-            "kl": kl.tolist(), "order": kl.argsort(descending=True).tolist(), "labels": labels, "layers": layers,
-            "seeds": [{"name": n, "mu": m.tolist(), "image": png(x)} for n, m, x in zip(names, mu, seeds)]}
+    return {"title": title, "latents": model.latents, "range": TRAVERSAL_RANGE,
+            "active_kl": objective.ACTIVE_KL, "kl": kl.tolist(),
+            "order": kl.argsort(descending=True).tolist(), "labels": labels, "layers": layers,
+            "seeds": [{"name": n, "mu": m.tolist(), "image": png(x)}
+                      for n, m, x in zip(names, mu, seeds)]}
 
 
-def write_explorer(path: Path, model: BetaVAE, kl: torch.Tensor, labels: list[str], seeds: torch.Tensor,
-                   names: list[str], title: str) -> None:
-    """explorer.html: explorer_template.html with explorer_data's JSON in its place; fc decoders only."""
+def write_explorer(path: Path, model: BetaVAE, kl: torch.Tensor, labels: list[str],
+                   seeds: torch.Tensor, names: list[str], title: str) -> None:
+    """explorer.html: explorer_template.html with explorer_data's JSON in its place; fc decoders
+    only."""
     # "<" escaped, so that no text in the data (a seed's name) can close the page's <script> early.
     data = json.dumps(explorer_data(model, kl, labels, seeds, names, title)).replace("<", "\\u003c")
-    path.write_text(EXPLORER_TEMPLATE.read_text(encoding="utf-8").replace("__EXPLORER_DATA__", data), encoding="utf-8")
+    path.write_text(EXPLORER_TEMPLATE.read_text(encoding="utf-8")
+                    .replace("__EXPLORER_DATA__", data), encoding="utf-8")
 
 
 def figure_folder(args: argparse.Namespace) -> Path:
     """--out, or <checkpoint stem>_figures beside the checkpoint; made if it is not there."""
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures")
-    if out.suffix.lower() in (".png", ".gif", ".html") and not out.is_dir():  # --out of --curves is a file, here not
-        raise UsageError(f"--out names the folder for the figures ({', '.join(FIGURES)}); {out} looks like a file: "
+    out = (Path(args.out) if args.out
+           else Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_figures"))
+    # --out of --curves is a file, here not
+    if out.suffix.lower() in (".png", ".gif", ".html") and not out.is_dir():
+        raise UsageError(f"--out names the folder for the figures ({', '.join(FIGURES)}); "
+                         f"{out} looks like a file: "
                          f"give a folder, e.g. --out {out.with_suffix('')}")
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -490,19 +539,38 @@ def chosen_figures(only: str | None, config: dict) -> dict[str, bool]:
     skipped with a one-line notice."""
     draw = {name: only in (None, name) for name in FIGURES}
     if draw["maps"] and config["dataset"] == "folder":
-        metric.say("response maps: skipped, they need the 2D-shapes factors and this model saw an image folder")
+        metric.say("response maps: skipped, they need the 2D-shapes factors and this model saw an "
+                   "image folder")
         draw["maps"] = False
     if draw["explorer"] and (config["arch"], config.get("channels", 1)) != ("fc", 1):
-        metric.say(f"explorer.html: skipped, it runs the fc decoder of grey images and this model is "
-                   f"{config['arch']} with {config.get('channels', 1)} channel(s)")
+        metric.say(f"explorer.html: skipped, it runs the fc decoder of grey images and this model "
+                   f"is {config['arch']} with {config.get('channels', 1)} channel(s)")
         draw["explorer"] = False
     return draw
+
+
+def samples_and_reconstructions(model: torch.nn.Module, source, generator: torch.Generator,
+                                draw: dict[str, bool], out: Path, wrote) -> None:
+    """Samples from the prior (Fig. 9) and reconstructions, where `draw` asks for them."""
+    if draw["samples"]:
+        z = torch.randn(64, model.latents, generator=generator)  # z ~ N(0, I), Fig. 9
+        samples = decode(model, z)  # (64, C, 64, 64)
+        labelled_grid(samples.view(8, 8, *samples.shape[1:]),
+                      title="samples: z ~ N(0, I)").save(out / "samples.png")
+        wrote("samples.png")
+    if draw["recon"]:
+        x, _ = source.sample(8, generator)  # (8, C, 64, 64)
+        recon = decode(model, encode(model, x)[0])  # the mean of q(z|x), decoded: no sampling noise
+        labelled_grid(torch.stack([x.cpu(), recon]),
+                      ["input", "reconstruction"]).save(out / "reconstructions.png")
+        wrote("reconstructions.png")
 
 
 def figures(args: argparse.Namespace) -> None:
     """Everything the CLI does: load the checkpoint, draw the figures asked for into the folder."""
     if not 2 <= args.steps <= MAX_STEPS:
-        raise UsageError(f"--steps must be from 2 (the ends of the sweep) to {MAX_STEPS} (a figure's width)")
+        raise UsageError(f"--steps must be from 2 (the ends of the sweep) to {MAX_STEPS} "
+                         "(a figure's width)")
     device = pick_device(args.device)
     model, config = load_checkpoint(args.checkpoint, device)
     out = figure_folder(args)
@@ -511,11 +579,12 @@ def figures(args: argparse.Namespace) -> None:
     draw = chosen_figures(args.only, config)
     written = []
     say = metric.say
-    say(f"traverse.py: {', '.join(name for name, on in draw.items() if on) or 'no figures'} of {args.checkpoint} "
-        f"on {device}, {torch.get_num_threads()} CPU threads, into {out}/"
-        + ("; the maps read the codes cached beside the checkpoint, or encode all 737,280 images once"
-           if draw["maps"] and not args.no_cache else ""))
-    kl = latents_by_kl(model, source, generator) if draw["traversal"] or draw["maps"] or draw["explorer"] else None
+    say(f"traverse.py: {', '.join(name for name, on in draw.items() if on) or 'no figures'} "
+        f"of {args.checkpoint} on {device}, {torch.get_num_threads()} CPU threads, into {out}/"
+        + ("; the maps read the codes cached beside the checkpoint, or encode all 737,280 "
+           "images once" if draw["maps"] and not args.no_cache else ""))
+    kl = (latents_by_kl(model, source, generator)
+          if draw["traversal"] or draw["maps"] or draw["explorer"] else None)
     t = time.perf_counter()
 
     def wrote(*names: str) -> None:  # and the seconds since the last figure
@@ -527,61 +596,67 @@ def figures(args: argparse.Namespace) -> None:
     if draw["traversal"]:
         seeds, names = seed_images(config, source, args.seeds, generator)
         mu, _ = encode(model, seeds)
-        draw_traversals(traversal(model, mu, args.steps), names, kl, out / "traversal.png", out / "traversal.gif")
+        draw_traversals(traversal(model, mu, args.steps), names, kl, out / "traversal.png",
+                        out / "traversal.gif")
         wrote("traversal.png", "traversal.gif")
     if draw["maps"]:
-        codes = metric.checkpoint_codes(args.checkpoint, model, device, not args.no_cache, progress=say)  # (737280, M) mu
+        codes = metric.checkpoint_codes(args.checkpoint, model, device, not args.no_cache,
+                                        progress=say)  # (737280, M) mu
         response_maps(codes, kl, out / "response_maps.png")
         wrote("response_maps.png")
-    if draw["samples"]:
-        z = torch.randn(64, model.latents, generator=generator)  # z ~ N(0, I), Fig. 9
-        samples = decode(model, z)  # (64, C, 64, 64)
-        labelled_grid(samples.view(8, 8, *samples.shape[1:]), title="samples: z ~ N(0, I)").save(out / "samples.png")
-        wrote("samples.png")
-    if draw["recon"]:
-        x, _ = source.sample(8, generator)  # (8, C, 64, 64)
-        recon = decode(model, encode(model, x)[0])  # the mean of q(z|x), decoded: no sampling noise
-        labelled_grid(torch.stack([x.cpu(), recon]), ["input", "reconstruction"]).save(out / "reconstructions.png")
-        wrote("reconstructions.png")
+    samples_and_reconstructions(model, source, generator, draw, out, wrote)
     if draw["explorer"]:
         seeds, names = explorer_seeds(config, source, generator)
         write_explorer(out / "explorer.html", model, kl, slider_labels(kl), seeds, names,
-                       f"{Path(args.checkpoint).name}: β = {config['beta']:g}, trained on {config['dataset']}")
+                       f"{Path(args.checkpoint).name}: β = {config['beta']:g}, "
+                       f"trained on {config['dataset']}")
         wrote("explorer.html")
     say(f"wrote {', '.join(written) or 'nothing'} in {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__)
     p.add_argument("checkpoint", nargs="?", help="a train.py checkpoint")
     p.add_argument("--curves", nargs="+", metavar="CSV",
-                   help="instead: learning curves of train.py --eval-every logs (path or label=path) into --out PNG")
+                   help="instead: learning curves of train.py --eval-every logs "
+                        "(path or label=path) into --out PNG")
     p.add_argument("--x", choices=CURVE_AXES, default="minutes",
                    help="--curves against training minutes (default) or images seen")
     p.add_argument("--replicas", nargs="+", metavar="CKPT",
-                   help="instead: each replica's score (L = 16) against its position latents' angle, into --out PNG")
+                   help="instead: each replica's score (L = 16) against its position latents' "
+                        "angle, into --out PNG")
     p.add_argument("--rotation", nargs="+", metavar="CKPT",
-                   help="instead: each replica's score (L = 16) and Eq. 4 as its position latents turn by 0-90°, "
-                        "into --out PNG")
-    p.add_argument("--out", help="folder for the figures (default: <checkpoint stem>_figures beside it); with --curves, the PNG")
+                   help="instead: each replica's score (L = 16) and Eq. 4 as its position latents "
+                        "turn by 0-90°, into --out PNG")
+    p.add_argument("--out",
+                   help="folder for the figures (default: <checkpoint stem>_figures beside it); "
+                        "with --curves, the PNG")
     p.add_argument("--only", choices=FIGURES, help="draw this figure alone")
     p.add_argument("--html", dest="only", action="store_const", const="explorer",
                    help="write the interactive explorer.html alone (the same as --only explorer)")
-    p.add_argument("--steps", type=int, default=10, help="positions of each traversal over [-3, 3] (default 10)")
-    p.add_argument("--seeds", type=positive_int, default=3, help="image-folder models: images to traverse from (default 3)")
-    p.add_argument("--seed", type=seed_arg, default=0, help="seed of the sampled images and z (default 0)")
-    p.add_argument("--no-cache", action="store_true", help="response maps: encode afresh; neither read nor write <stem>.codes.pt")
+    p.add_argument("--steps", type=int, default=10,
+                   help="positions of each traversal over [-3, 3] (default 10)")
+    p.add_argument("--seeds", type=positive_int, default=3,
+                   help="image-folder models: images to traverse from (default 3)")
+    p.add_argument("--seed", type=seed_arg, default=0,
+                   help="seed of the sampled images and z (default 0)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="response maps: encode afresh; neither read nor write <stem>.codes.pt")
     p.add_argument("--device", help="cuda, mps or cpu (default: cuda, then mps, then cpu)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: torch's choice)")
     return p
 
 
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
-    if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas, args.rotation)) != 1:
-        p.error("give a checkpoint, or --curves CSV ..., or --replicas CKPT ..., or --rotation CKPT ...")
+    if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas,
+                                   args.rotation)) != 1:
+        p.error("give a checkpoint, or --curves CSV ..., or --replicas CKPT ..., "
+                "or --rotation CKPT ...")
     with cli_errors("traverse.py"):
         set_threads(args.threads)
         if args.curves:
