@@ -212,8 +212,79 @@ class Shapes:
         return self.render(classes), classes
 
 
-# ================================================================ beyond the world: files,
-# figures, the command line
+# ---------------------------------------------------------- A.8: the world at lower continuity
+
+CONTINUOUS = (1, 2, 3, 4)  # scale, orientation, posX, posY: the factors A.8 steps along
+
+
+def parse_subset(spec: list[str] | None) -> dict[int, slice]:
+    """Part of the world (A.8, Fig. 8), from items "factor=start:stop:step" over class indices:
+    posX=::2 keeps every second position, posX=:18 the first 18. Returns {factor: slice};
+    ValueError for a malformed item."""
+    subset = {}
+    for item in spec or []:
+        name, _, text = item.partition("=")
+        parts = text.split(":")
+        if (name not in FACTOR_NAMES or len(parts) not in (2, 3)
+                or not all(p.isdigit() or not p for p in parts) or parts[2:] == ["0"]):
+            raise ValueError(f"subset {item!r}: expected factor=start:stop:step with factor "
+                             f"one of {', '.join(FACTOR_NAMES)}, such as posX=::2")
+        f = FACTOR_NAMES.index(name)
+        subset[f] = slice(*(int(p) if p else None for p in parts))
+        if len(range(FACTOR_SIZES[f])[subset[f]]) == 0:
+            raise ValueError(f"subset {item}: keeps no value of {name}")
+    return subset
+
+
+def subset_values(subset: dict[int, slice]) -> list[torch.Tensor]:
+    """The class indices each factor keeps (all of those of a factor the subset does not name)."""
+    return [torch.arange(size)[subset.get(f, slice(None))] for f, size in enumerate(FACTOR_SIZES)]
+
+
+class SubsetShapes(Shapes):
+    """Training batches from part of the world (A.8): a factor keeps every k-th value (neighbours
+    lie further apart: lower continuity) or a contiguous range (fewer images, same continuity)."""
+
+    def __init__(self, subset: dict[int, slice], device: torch.device | str = "cpu"):
+        super().__init__(device)
+        self.values = subset_values(subset)  # per factor (V_f,)
+        self.size = math.prod(len(v) for v in self.values)  # images in the subset
+
+    def sample(self, n: int,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n images (n, 1, 64, 64) and their classes (n, 5), uniform over the subset."""
+        on = "cpu" if generator is None else generator.device
+        classes = torch.stack([v.to(on)[torch.randint(len(v), (n,), generator=generator, device=on)]
+                               for v in self.values], 1).to(self.device)  # (n, 5)
+        return self.render(classes), classes
+
+
+def consecutive_hamming(subset: dict[int, slice], factor: int, n: int = 2048,
+                        seed: int = 0) -> float:
+    """A.8's continuity along `factor`: over n random pairs of images of the subset that differ in
+    that factor alone, by one step between the values it keeps, the mean normalised Hamming
+    distance: pixels that differ / the mean number of pixels on in the two. NaN if it keeps one."""
+    values = subset_values(subset)
+    if len(values[factor]) < 2:
+        return math.nan
+    g = torch.Generator().manual_seed(seed)
+    v1 = torch.stack([v[torch.randint(len(v), (n,), generator=g)] for v in values], 1)  # (n, 5)
+    step = torch.randint(len(values[factor]) - 1, (n,), generator=g)
+    v2 = v1.clone()
+    v1[:, factor], v2[:, factor] = values[factor][step], values[factor][step + 1]
+    x1, x2 = render(v1).flatten(1), render(v2).flatten(1)  # (n, 4096)
+    on = (x1.sum(1) + x2.sum(1)) / 2
+    return ((x1 != x2).sum(1) / on).mean().item()
+
+
+def continuity(subset: dict[int, slice]) -> dict[str, float]:
+    """consecutive_hamming along each continuous factor, and their mean ("mean"): the abscissa of
+    Fig. 8."""
+    distances = {FACTOR_NAMES[f]: consecutive_hamming(subset, f) for f in CONTINUOUS}
+    return {**distances, "mean": sum(distances.values()) / len(distances)}
+
+
+# ======================================== beyond the world: files, figures, the command line
 # Everything below reads or writes files; pillow and runs.py are imported where they are used, so
 # that the world above copies alone.
 
@@ -326,8 +397,11 @@ class ImageFolder:
 
 def make_source(config: dict, device: torch.device) -> Shapes | DSpritesNpz | ImageFolder:
     """The batch source of a run's config: anything with sample(n, generator) -> (x, classes)."""
+    if config.get("subsample") and config["dataset"] != "shapes":
+        raise ValueError("--subsample takes part of the rendered world: it needs --dataset shapes")
     if config["dataset"] == "shapes":
-        return Shapes(device)
+        subset = parse_subset(config.get("subsample"))
+        return SubsetShapes(subset, device) if subset else Shapes(device)
     if not config.get("data"):
         raise ValueError(f"--dataset {config['dataset']} needs --data PATH")
     if config["dataset"] == "dsprites":
@@ -494,13 +568,16 @@ def main() -> None:
     p.add_argument("--overlay", default="compare.png",
                    help="with --compare: PNG of the worst images overlaid (default compare.png)")
     p.add_argument("--benchmark", action="store_true", help="print render speed")
+    p.add_argument("--continuity", nargs="*", metavar="FACTOR=SLICE",
+                   help="A.8: the normalised Hamming distance of neighbouring images, along each "
+                        "factor, of the world or of a part of it (train.py --subsample's items)")
     p.add_argument("--device", help="device for --benchmark: cuda, mps or cpu "
                                     "(default: cuda, then mps, then cpu)")
     p.add_argument("--threads", type=positive_int,
                    help="CPU threads for torch (default: torch's choice)")
     args = p.parse_args()
-    if not (args.out or args.grid or args.compare or args.benchmark):
-        p.error("nothing to do: give --out, --grid, --compare or --benchmark")
+    if not (args.out or args.grid or args.compare or args.benchmark or args.continuity is not None):
+        p.error("nothing to do: give --out, --grid, --compare, --continuity or --benchmark")
     with cli_errors("shapes.py", interrupted="interrupted; nothing was written"):
         set_threads(args.threads)
         device = pick_device(args.device)
@@ -518,6 +595,12 @@ def main() -> None:
                   f"(a minute or two)", flush=True)
             export_npz(args.out)
             print(f"wrote {args.out}: {N_IMAGES:,} images in {time.perf_counter() - t:.1f} s")
+        if args.continuity is not None:
+            subset = parse_subset(args.continuity)
+            distances = ", ".join(f"{k} {v:.3f}" for k, v in continuity(subset).items())
+            print(f"{' '.join(args.continuity) or 'the whole world'}: "
+                  f"{SubsetShapes(subset).size:,} images; normalised Hamming distance of "
+                  f"neighbours: {distances}")
         if args.benchmark:
             benchmark(device)
 

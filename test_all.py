@@ -234,6 +234,39 @@ def test_mean_on_fraction_matches_the_real_set():
     assert abs(x.mean().item() - 0.0425) <= 0.002
 
 
+def test_a_subset_of_the_world_keeps_the_values_asked_for_and_draws_the_worlds_images():
+    for spec, share in ((["posX=::2"], 1 / 2), (["posX=::2", "posY=::2"], 1 / 4),
+                        (["posX=:24", "posY=:24"], 9 / 16), (["orientation=::8", "scale=1:6:2"],
+                                                             5 / 40 * 3 / 6)):
+        subset = shapes.parse_subset(spec)
+        assert shapes.SubsetShapes(subset).size == shapes.N_IMAGES * share, spec
+    subset = shapes.parse_subset(["posX=::4", "orientation=10:20"])
+    x, c = shapes.SubsetShapes(subset).sample(512, torch.Generator().manual_seed(0))
+    assert set(c[:, 3].tolist()) == set(range(0, 32, 4))  # 512 draws meet all 8 positions kept
+    assert set(c[:, 2].tolist()) <= set(range(10, 20)) and len(set(c[:, 0].tolist())) == 3
+    index = shapes.classes_to_index(c)  # each is an image of the world: its index, its picture
+    assert torch.equal(shapes.index_to_classes(index), c) and index.max() < shapes.N_IMAGES
+    assert torch.equal(x, shapes.render(c))
+    for bad in (["posX"], ["posX=2"], ["size=::2"], ["posX=::0"], ["posX=40:"], ["posX=a:"]):
+        with pytest.raises(ValueError):
+            shapes.parse_subset(bad)
+
+
+def test_continuity_is_the_hamming_distance_of_neighbours_counted_by_hand():
+    # one pair only: a square of scale 5 at posY 7, posX 3 and posX 5 (every 2nd position kept)
+    subset = shapes.parse_subset(["shape=0:1", "scale=5:6", "orientation=0:1", "posX=3:6:2",
+                                  "posY=7:8"])
+    a = shapes.render(classes([0, 5, 0, 3, 7]))[0, 0].tolist()
+    b = shapes.render(classes([0, 5, 0, 5, 7]))[0, 0].tolist()
+    differ = sum(a[r][c] != b[r][c] for r in range(64) for c in range(64))
+    on = (sum(map(sum, a)) + sum(map(sum, b))) / 2
+    assert differ > 0 and shapes.consecutive_hamming(subset, 3, n=16) == pytest.approx(differ / on)
+    assert math.isnan(shapes.consecutive_hamming(subset, 4))  # one posY kept: no neighbour
+    world, sparse = shapes.continuity({}), shapes.continuity(shapes.parse_subset(["posX=::4"]))
+    assert sparse["posX"] > 3 * world["posX"] and sparse["posY"] == pytest.approx(world["posY"],
+                                                                                    rel=0.1)
+
+
 # 12 genuine dSprites images (README, "The 2D-shapes world")
 REAL_SAMPLE = HERE / "assets" / "dsprites_sample12.npz"
 
@@ -857,6 +890,10 @@ def test_shapes_cli_grid_and_bad_input(tmp_path):
                                   check=False))
     assert_one_line_error(run_cli("shapes.py", check=False))
     assert_one_line_error(run_cli("shapes.py", "--benchmark", "--device", "nonsense", check=False))
+    result = run_cli("shapes.py", "--continuity", "posX=::2")
+    assert "posX=::2: 368,640 images; normalised Hamming distance of neighbours: scale" in (
+        result.stdout)
+    assert_one_line_error(run_cli("shapes.py", "--continuity", "posX=2", check=False))
 
 
 @harness
@@ -1549,6 +1586,24 @@ def test_a_grid_has_one_order_and_its_replica_index_trains_the_same_model(tmp_pa
     assert "replicas 0 to 7" in err
     err = main_error(monkeypatch, capsys, "train.py", *GRID, "--replica-index", "-1")
     assert "replica index" in err
+
+
+@harness
+def test_train_on_a_subset_of_the_world_keeps_it_in_the_config(tmp_path, monkeypatch, capsys):
+    tiny = ("--steps", "2", "--log-every", "1", "--batch-size", "4", "--threads", "1",
+            "--device", "cpu")
+    train_in_process(monkeypatch, "--subsample", "posX=::2", "posY=:24", *tiny,
+                     "--out", str(tmp_path / "s.pt"))
+    ckpt = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert ckpt["config"]["subsample"] == ["posX=::2", "posY=:24"]
+    assert isinstance(train.Trainer(ckpt["config"], torch.device("cpu")).source,
+                      shapes.SubsetShapes)
+    err = main_error(monkeypatch, capsys, "train.py", "--subsample", "posX=2", *tiny,
+                     "--out", str(tmp_path / "bad.pt"))
+    assert "expected factor=start:stop:step" in err
+    err = main_error(monkeypatch, capsys, "train.py", "--subsample", "posX=::2", "--dataset",
+                     "dsprites", "--data", str(REAL_SAMPLE), *tiny, "--out", str(tmp_path / "d.pt"))
+    assert "needs --dataset shapes" in err
 
 
 @harness

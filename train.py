@@ -169,8 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shapes: rendered on the fly; dsprites: a real npz (--data); "
                         "folder: images (--data)")
     p.add_argument("--data", help="path of the dsprites npz or the image folder")
-    p.add_argument("--beta", type=float, nargs="+",
-                   help="β of Eq. 4 (default 4); several: a grid, below")
+    p.add_argument("--beta", type=float, nargs="+", help="β of Eq. 4 (default 4); several: a grid")
     p.add_argument("--beta-norm", type=float, nargs="+",
                    help="normalised β of A.6, β·M/N; instead of --beta; several: a grid")
     p.add_argument("--arch", choices=("fc", "conv"),
@@ -186,8 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: adagrad on shapes, adam on folders")
     p.add_argument("--lr", type=positive_float,
                    help="learning rate (default: 1e-2 adagrad on shapes, 1e-4 adam on folders)")
-    p.add_argument("--batch-size", type=positive_int, default=64,
-                   help="images per step (default 64)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
     p.add_argument("--steps", type=positive_int,
                    help=f"training steps (default {DEFAULT_STEPS:,}; with --resume, the new total)")
     p.add_argument("--capacity-max", type=runs.non_negative_float,
@@ -197,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="steps over which C rises to C_max")
     p.add_argument("--gamma", type=runs.non_negative_float, default=1000.0,
                    help="γ of the capacity loss (default 1000)")
+    p.add_argument("--subsample", nargs="+", metavar="FACTOR=SLICE",
+                   help="A.8: train on part of the world, e.g. posX=::2 (every 2nd value) posX=:18")
     p.add_argument("--bf16", action="store_true",
                    help="departure: bfloat16 autocast for speed (fp32 by default)")
     p.add_argument("--seed", type=seed_arg, default=0,
@@ -207,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue the run saved at --out, with its settings "
                         "(only --steps may change)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start again at an --out that holds a run")
+    p.add_argument("--overwrite", action="store_true", help="start again at an --out holding a run")
     p.add_argument("--log-every", type=positive_int, default=500,
                    help="steps between progress lines and CSV rows")
     p.add_argument("--save-every", type=positive_int, default=5000,
@@ -259,7 +258,8 @@ def make_config(args: argparse.Namespace) -> dict:
                   channels=channels, batch_size=args.batch_size,
                   steps=args.steps or DEFAULT_STEPS, seed=args.seed,
                   capacity_max=args.capacity_max, capacity_steps=args.capacity_steps,
-                  gamma=args.gamma, bf16=args.bf16, log_every=args.log_every,
+                  gamma=args.gamma, bf16=args.bf16, subsample=args.subsample,
+                  log_every=args.log_every,
                   save_every=args.save_every, save_minutes=args.save_minutes,
                   eval_every=args.eval_every)
     return config
@@ -333,7 +333,7 @@ def main() -> None:
             train_one(args, device)
 
 
-# ---------------------------------------------------------------- grids: the protocol (A.4), the sweep
+# ---------------------------------------------------------- grids: the protocol (A.4), the sweep
 
 def train_protocol(args: argparse.Namespace, device: torch.device) -> None:
     """Every replica of the grid (sweep.py) into the folder --out, or --replica-index's alone:
