@@ -212,6 +212,17 @@ def model_encoder(encoder: Encoder) -> Callable[[torch.Tensor], torch.Tensor]:
                     f"encode(x) -> (mu, logvar), not {type(encoder).__name__}")
 
 
+def flip_noise(encoder: Encoder, p: float, seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The encoder of images under test-time noise (A.8, Fig. 8): each pixel flipped with
+    probability p before encoding, salt and pepper on binary images; p = 0 changes nothing."""
+    encode, g = model_encoder(encoder), torch.Generator().manual_seed(seed)
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        flip = torch.rand(x.shape, generator=g) < p  # drawn on the CPU: the same on any device
+        return encode(torch.where(flip.to(x.device), 1 - x, x))
+    return noisy
+
+
 def is_fc_vae(model) -> bool:
     """Whether `model` is model.py's fc β-VAE, known by its parts (not by importing its class,
     which a project's own model.py may name too): config arch "fc", encoder Flatten,
@@ -531,8 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__)
     p.add_argument("checkpoints", nargs="+", help="train.py checkpoints of 2D-shapes models")
-    p.add_argument("--L", type=positive_int,
-                   help=f"pairs averaged per point (default {DEFAULT_L}; {DLIB_L} with --dlib)")
+    p.add_argument("--L", type=positive_int, nargs="+",
+                   help=f"pairs averaged per point (default {DEFAULT_L}; {DLIB_L} with --dlib); "
+                        f"several: a score at each")
     p.add_argument("--n-train", type=positive_int, default=DEFAULT_N_TRAIN,
                    help=f"classifier training points (default {DEFAULT_N_TRAIN})")
     p.add_argument("--n-test", type=positive_int, default=DEFAULT_N_TEST,
@@ -568,6 +580,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-images", type=positive_int, default=PROBE_IMAGES,
                    help=f"fixed images of --latents' KL and --rotate's Eq. 4 "
                         f"(default {PROBE_IMAGES})")
+    p.add_argument("--flip-noise", type=probability, default=0.0, metavar="P",
+                   help="A.8: flip each pixel with probability P before encoding (codes encoded "
+                        "afresh, not cached)")
+    p.add_argument("--csv", help="also write one row per checkpoint: its settings, mean score at "
+                                 "each L, and Eq. 4's recon and KL and active latents")
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
     p.add_argument("--no-cache", action="store_true",
                    help="encode afresh; neither read nor write <stem>.codes.pt")
@@ -580,21 +597,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def probability(text: str) -> float:
+    """argparse type of --flip-noise: a number from 0 to 1."""
+    value = float(text) if text.replace(".", "", 1).isdigit() else -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1, got {text!r}")
+    return value
+
+
 def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace,
-                     device: torch.device, factors: tuple[int, ...], seeds: int) -> list[float]:
-    """One checkpoint's lines: its scores at `seeds` classifier seeds in context, and with --table2,
-    --all or --dlib the other metrics; returns the scores."""
+                     device: torch.device, factors: tuple[int, ...],
+                     seeds: int) -> dict[int, list[float]]:
+    """One checkpoint's lines: its scores at `seeds` classifier seeds at each L in context, and
+    with --table2, --all or --dlib the other metrics; returns the scores by L."""
     t = time.perf_counter()
-    codes = checkpoint_codes(path, model, device, not args.no_cache, args.batch_size, say)
+    if args.flip_noise:
+        say(f"codes of {path}: encoding all {shapes.N_IMAGES:,} images with each pixel flipped "
+            f"with probability {args.flip_noise:g} (not cached)")
+        codes = encode_all(flip_noise(model, args.flip_noise, args.seed), device, args.batch_size,
+                           say)
+    else:
+        codes = checkpoint_codes(path, model, device, not args.no_cache, args.batch_size, say)
     encoded = time.perf_counter() - t
     say(f"{path}: scoring with {seeds} classifier seed(s)")
     classifier = dict(steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
-    scores = [disentanglement_score(codes, L=args.L, n_train=args.n_train, n_test=args.n_test,
-                                    factors=factors, seed=args.seed + s, **classifier)
-              for s in range(seeds)]
-    say(f"{path}: disentanglement score {', '.join(f'{s:.2%}' for s in scores)} "
-        f"({time.perf_counter() - t:.1f} s, of which codes {encoded:.1f} s)")
-    say(in_context(args.L, factors))
+    scores = {}
+    for L in args.L:
+        scores[L] = [disentanglement_score(codes, L=L, n_train=args.n_train, n_test=args.n_test,
+                                           factors=factors, seed=args.seed + s, **classifier)
+                     for s in range(seeds)]
+        at = f" at L = {L}" if len(args.L) > 1 else ""
+        say(f"{path}: disentanglement score{at} {', '.join(f'{s:.2%}' for s in scores[L])} "
+            f"({time.perf_counter() - t:.1f} s, of which codes {encoded:.1f} s)")
+        say(in_context(L, factors))
     if args.table2:
         accuracy = factor_classification(codes, n_train=args.n_train, n_test=args.n_test,
                                          seed=args.seed, **classifier)
@@ -618,15 +653,46 @@ def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace
     return scores
 
 
+def table_row(path: str, model: torch.nn.Module, scores: dict[int, list[float]],
+              args: argparse.Namespace, device: torch.device) -> dict:
+    """--csv's row of a checkpoint: its settings, its mean score at each L, and Eq. 4's parts on
+    the fixed probe images of replicas.py (recon and KL in nats, latents above loss.ACTIVE_KL)."""
+    import replicas
+    from loss import ACTIVE_KL
+    from model import load_checkpoint
+    config = load_checkpoint(path)[1]
+    x, eps = replicas.probe_batch(model.latents, args.probe_images, device=device)
+    parts = replicas.objective_on_batch(model, x, eps, config["beta"],
+                                        config.get("likelihood", "bernoulli"))
+    return {"checkpoint": path, "beta": config["beta"], "beta_norm": config.get("beta_norm"),
+            "latents": config["latents"], "seed": config.get("seed"),
+            "subsample": " ".join(config.get("subsample") or []), "flip_noise": args.flip_noise,
+            **{f"score_L{L}": sum(s) / len(s) for L, s in scores.items()},
+            "recon": parts["recon"].item(), "kl": parts["kl"].item(),
+            "active": int((parts["kl_per_latent"] > ACTIVE_KL).sum())}
+
+
+def write_table(path: str, rows: list[dict]) -> None:
+    """The rows of --csv into `path`, whole or not at all."""
+    import csv
+    import io
+    from runs import write_atomically
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, lambda f: f.write(text.getvalue().encode()))
+
+
 def main() -> None:
     from replicas import check_rotate
     from runs import UsageError, cli_errors, pick_device, set_threads
     args = build_parser().parse_args()
     with cli_errors("metric.py"):
         set_threads(args.threads)
-        if args.dlib and args.L not in (None, DLIB_L):
+        if args.dlib and args.L not in (None, [DLIB_L]):
             raise UsageError(f"--dlib scores at disentanglement_lib's L = {DLIB_L}: leave --L out")
-        args.L = args.L or (DLIB_L if args.dlib else DEFAULT_L)
+        args.L = list(dict.fromkeys(args.L or [DLIB_L if args.dlib else DEFAULT_L]))
         device = pick_device(args.device)
         # fail before any work
         models = [load_shapes_model(path, device) for path in args.checkpoints]
@@ -639,17 +705,28 @@ def main() -> None:
                "read from <stem>.codes.pt beside each checkpoint, or encoded and written there")
             + "; results on this screen")
         say(("settings (disentanglement_lib's): " if args.dlib else "settings: ")
-            + f"L={args.L}, {args.n_train} train / {args.n_test} test points, "
+            + f"L={', '.join(map(str, args.L))}, "
+            f"{args.n_train} train / {args.n_test} test points, "
             f"factors {', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; "
             f"standardised z_diff, linear softmax, "
             + classifier_description(args.classifier, args.classifier_steps, args.classifier_lr))
-        scores = []
+        scores, rows = {L: [] for L in args.L}, []
         for path, model in zip(args.checkpoints, models):
-            scores += score_checkpoint(path, model, args, device, factors, seeds)
-        if len(scores) > 1:
-            mean, std, kept = a4_protocol(scores)
-            say(f"A.4 protocol over {len(args.checkpoints)} checkpoint(s) x {seeds} seed(s): "
-                f"{mean:.2%} ± {std:.2%} (top {len(kept)} of {len(scores)} scores)")
+            mine = score_checkpoint(path, model, args, device, factors, seeds)
+            for L in args.L:
+                scores[L] += mine[L]
+            if args.csv:
+                rows.append(table_row(path, model, mine, args, device))
+        for L in args.L:
+            if len(scores[L]) > 1:
+                mean, std, kept = a4_protocol(scores[L])
+                at = f" at L = {L}" if len(args.L) > 1 else ""
+                say(f"A.4 protocol{at} over {len(args.checkpoints)} checkpoint(s) x {seeds} "
+                    f"seed(s): {mean:.2%} ± {std:.2%} "
+                    f"(top {len(kept)} of {len(scores[L])} scores)")
+        if args.csv:
+            write_table(args.csv, rows)
+            say(f"wrote {args.csv}: {len(rows)} row(s)")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ The paper's claims, and the tests that check them:
 import argparse
 import ast
 import base64
+import csv
 import html
 import importlib
 import io
@@ -1829,6 +1830,46 @@ def latents_checkpoint(path: Path, logvar_bias: float) -> Path:
     return path
 
 
+def test_flip_noise_changes_nothing_at_0_inverts_at_1_and_flips_p_of_the_pixels():
+    index = torch.arange(0, shapes.N_IMAGES, 5003)  # (148,)
+    count = lambda x: x.flatten(1).sum(1, keepdim=True)  # noqa: E731  pixels on
+    clean = metric.rendered_codes(count)(index)
+    assert torch.equal(metric.rendered_codes(metric.flip_noise(count, 0.0))(index), clean)
+    assert torch.equal(metric.rendered_codes(metric.flip_noise(count, 1.0))(index), 4096 - clean)
+    noisy = metric.rendered_codes(metric.flip_noise(count, 0.1))(index)
+    expected = clean + 0.1 * (4096 - 2 * clean)  # 10 % of the off pixels on, of the on ones off
+    assert (noisy - expected).abs().mean() < 30 and not torch.equal(noisy, expected)
+    net = model.BetaVAE("fc").eval()  # a module with encode(): its mean, unchanged at p = 0
+    x = shapes.render(shapes.index_to_classes(index[:16]))
+    assert torch.allclose(metric.flip_noise(net, 0.0)(x), net.encode(x)[0], atol=1e-5)
+
+
+@harness
+def test_metric_cli_scores_at_several_L_under_noise_and_writes_a_table(tmp_path, monkeypatch,
+                                                                       capsys, ground_truth):
+    calls = []
+    monkeypatch.setattr(metric, "encode_all", fake_encode_all(calls, ground_truth))
+    ckpt, table = latents_checkpoint(tmp_path / "m.pt", -3.0), tmp_path / "t.csv"
+    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), str(ckpt), "--L", "4", "8",
+                                      "--flip-noise", "0.05", "--csv", str(table), "--n-train",
+                                      "500", "--n-test", "200", "--probe-images", "64",
+                                      "--device", "cpu"])
+    metric.main()
+    out = capsys.readouterr().out
+    assert "with probability 0.05 (not cached)" in out and not (tmp_path / "m.codes.pt").exists()
+    assert "disentanglement score at L = 4" in out and "A.4 protocol at L = 8 over 2" in out
+    with torch.no_grad():  # the encoder read flips pixels
+        assert not torch.equal(calls[0](torch.zeros(64, 1, 64, 64)),
+                               calls[0](torch.zeros(64, 1, 64, 64)))  # fresh noise each call
+    rows = list(csv.DictReader(open(table)))
+    assert len(rows) == 2 and float(rows[0]["score_L8"]) > 0.9  # its codes: the ground truth
+    assert rows[0]["latents"] == "5" and rows[0]["active"] == "5" and rows[0]["flip_noise"] == "0.05"
+    assert float(rows[0]["kl"]) > 1 and float(rows[0]["recon"]) > 0
+    for bad in ("1.5", "-0.1", "x"):
+        err = main_error(monkeypatch, capsys, "metric.py", str(ckpt), "--flip-noise", bad)
+        assert "--flip-noise" in err
+
+
 @harness
 def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a_bad_pair(
         tmp_path, monkeypatch, capsys, ground_truth):
@@ -2498,6 +2539,41 @@ def test_the_replica_figure_puts_each_beta_in_its_colour(tmp_path):
                             for colour in traverse.CURVE_COLOURS[:3])
     # two dots of ~50 pixels in the first, one in the second
     assert first > second + 40 and second > 40 and third == 0
+
+
+def write_table(path: Path, rows: list[dict]) -> Path:
+    """A table as metric.py --csv writes one."""
+    fields = ["checkpoint", "beta", "beta_norm", "latents", "seed", "subsample", "flip_noise",
+              "score_L16", "recon", "kl", "active"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows({**{k: "" for k in fields}, **row} for row in rows)
+    return path
+
+
+@harness
+def test_the_sweep_and_continuity_figures_draw_metric_py_tables(tmp_path):
+    rows = [dict(checkpoint=f"g/bn{b:g}_m{m}_s{s}.pt", beta_norm=b, latents=m, seed=s,
+                 flip_noise=0, score_L16=0.5 + 0.1 * s + b + m / 100, recon=100 + 1000 * b + m)
+            for b in (0.001, 0.01, 0.1) for m in (5, 10) for s in (0, 1)]
+    png = tmp_path / "sweep.png"
+    traverse.sweep_figure(traverse.read_table([str(write_table(tmp_path / "g.csv", rows))]), png)
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    assert Image.open(png).width == 2 * (56 + traverse.CURVE[0] + 2 * traverse.SPACE) + traverse.SPACE
+    assert all((pixels == colour).all(1).sum() > 100 for colour in traverse.CURVE_COLOURS[:2])
+    parts = [dict(checkpoint=f"f/{name}.pt", subsample=spec, flip_noise=p, score_L16=score,
+                  recon=100, latents=10)
+             for name, spec, p, score in (("full", "", 0, 0.9), ("pos4", "posX=::4 posY=::4", 0, 0.7),
+                                          ("full", "", 0.02, 0.85), ("full", "", 0.1, 0.6))]
+    png = tmp_path / "fig8.png"
+    traverse.continuity_figure(traverse.read_table([str(write_table(tmp_path / "f.csv", parts))]),
+                               png)
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    assert all((pixels == colour).all(1).sum() > 50 for colour in traverse.CURVE_COLOURS[:2])
+    for bad in (tmp_path / "missing.csv", write_table(tmp_path / "x.csv", [])):
+        result = run_cli("traverse.py", "--sweep", str(bad), "--out", str(png), check=False)
+        assert_one_line_error(result)
 
 
 @harness

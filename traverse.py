@@ -26,6 +26,8 @@ runs.py and explorer_template.html beside it (pillow for the pictures).
     python traverse.py --curves paper_b4_s0.csv --x images --out paper.png  # score vs images seen
     python traverse.py --replicas runs/fig6/b*_s*[0-9].pt --out replicas.png  # score vs position angle
     python traverse.py --rotation runs/fig6/b4_s[0-3].pt --out rotation.png  # the objective's blind spot
+    python traverse.py --sweep scores.csv --out fig6_right.png   # score and recon against β_norm, M
+    python traverse.py --continuity fig8.csv noise*.csv --out fig8.png   # A.8: continuity, noise
 """
 
 import argparse
@@ -380,10 +382,11 @@ def replica_figure(points: list[tuple[str, float, float]], path: Path) -> None:
 
 
 def score_axes(x_max: float, ticks, x_name: str, title: str,
-               y_ticks: tuple[float, ...] = (25, 50, 75, 100)):
+               y_ticks: tuple[float, ...] = (25, 50, 75, 100), unit: str = " %",
+               tick_label=lambda m: f"{m:g}"):
     """A blank plot with a y axis over y_ticks (default: the score, from chance at 25 % to 100 %)
-    in % and an x axis from 0 to x_max with ticks: the canvas, its drawing context, and
-    xy(x, y) -> pixel."""
+    in `unit` and an x axis from 0 to x_max with ticks, labelled tick_label(tick): the canvas, its
+    drawing context, and xy(x, y) -> pixel."""
     left, top = 56, 2 * LINE
     canvas = Image.new("RGB", (left + CURVE[0] + 2 * SPACE, top + CURVE[1] + 3 * LINE), "white")
     draw, f = ImageDraw.Draw(canvas), font()
@@ -396,12 +399,12 @@ def score_axes(x_max: float, ticks, x_name: str, title: str,
         draw.line([xy(0, value), xy(x_max, value)], fill=(225, 225, 225))
         x, y = xy(0, value)
         draw.line([(x - TICK, y), (x, y)], fill="grey")
-        draw.text((4, y - LINE / 2), f"{value:g} %", fill="black", font=f)
+        draw.text((4, y - LINE / 2), f"{value:g}{unit}", fill="black", font=f)
     for m in ticks:
         x, y = xy(m, y_min)
         draw.line([(x, y), (x, y + TICK)], fill="grey")
-        draw.text((x - draw.textlength(f"{m:g}", font=f) / 2, y + TICK), f"{m:g}", fill="black",
-                  font=f)
+        draw.text((x - draw.textlength(tick_label(m), font=f) / 2, y + TICK), tick_label(m),
+                  fill="black", font=f)
     draw.rectangle((left, top, left + CURVE[0], top + CURVE[1]), outline="grey")
     draw.text((left + (CURVE[0] - draw.textlength(x_name, font=f)) / 2, top + CURVE[1] + LINE + 4),
               x_name, fill="black", font=f)
@@ -439,6 +442,93 @@ def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
         for key, width in (("loss_turned", 3), ("loss", 1)):
             rd.line([rxy(t, c) for t, c in zip(turned_by, lines[key])], fill=colour, width=width)
         legend(ld, i, len(sweeps), label, colour)
+    side_by_side([left, right]).save(path)
+
+
+# ---------------------------------------------------------------- Fig. 6 (right) and Fig. 8 (A.8)
+
+def read_table(paths: list[str]) -> list[dict]:
+    """The rows of metric.py --csv tables, their numbers as floats."""
+    rows = []
+    for path in paths:
+        try:
+            with open(path, newline="") as f:
+                rows += [{k: v if k in ("checkpoint", "subsample") or v == "" else float(v)
+                          for k, v in row.items()} for row in csv.DictReader(f)]
+        except (OSError, ValueError, csv.Error) as e:
+            raise UsageError(f"cannot read the table {path} ({e.__class__.__name__})") from None
+    if not rows or not {"score_L16", "recon", "latents"} <= rows[0].keys():
+        raise UsageError(f"{paths[0]} is not a table of python metric.py --L 16 --csv")
+    return rows
+
+
+def dot(draw: ImageDraw.ImageDraw, xy: tuple[float, float], colour, r: float = 3) -> None:
+    draw.ellipse((xy[0] - r, xy[1] - r, xy[0] + r, xy[1] + r), fill=colour)
+
+
+def sweep_figure(rows: list[dict], path: Path) -> None:
+    """Fig. 6 (right): the score at L = 16 (left) and the reconstruction −log p(x|z) (right)
+    against the normalised β on a log scale, one colour per latent size M: a dot per replica, a
+    line through the means over seeds."""
+    if any(r["beta_norm"] == "" for r in rows):
+        raise UsageError("--sweep draws models trained with --beta-norm; a row has none")
+    beta_norms = sorted({r["beta_norm"] for r in rows})
+    first = math.floor(math.log10(beta_norms[0]))
+    x_max = max(1, math.ceil(math.log10(beta_norms[-1])) - first)
+    x_of = lambda b: math.log10(b) - first  # noqa: E731  decades above the first tick
+    axes = dict(x_max=x_max, ticks=range(x_max + 1), x_name="normalised beta = beta M / N (A.6)",
+                tick_label=lambda m: f"{10.0 ** (m + first):g}")
+    left, ld, lxy = score_axes(**axes, title="disentanglement score at L = 16, by latent size M")
+    top = 50 * math.ceil(max(r["recon"] for r in rows) / 50)
+    right, rd, rxy = score_axes(**axes, title="reconstruction -log p(x|z) on fixed images, nats",
+                                y_ticks=tuple(top * k / 4 for k in range(5)), unit="")
+    sizes = sorted({int(r["latents"]) for r in rows})
+    for i, M in enumerate(sizes):
+        colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+        for draw, xy, key, scale in ((ld, lxy, "score_L16", 100), (rd, rxy, "recon", 1)):
+            means = []
+            for b in beta_norms:
+                values = [scale * r[key] for r in rows if r["latents"] == M and r["beta_norm"] == b]
+                for v in values:
+                    dot(draw, xy(x_of(b), v), colour)
+                if values:
+                    means.append(xy(x_of(b), sum(values) / len(values)))
+            if len(means) > 1:
+                draw.line(means, fill=colour, width=2)
+        legend(ld, i, len(sizes), f"M = {M}", colour)
+    side_by_side([left, right]).save(path)
+
+
+def continuity_figure(rows: list[dict], path: Path) -> None:
+    """Fig. 8 (A.8): the score at L = 16 of models trained on parts of the world against the mean
+    normalised Hamming distance of neighbouring images in their part (shapes.continuity), each
+    labelled by its checkpoint's name (left); the score of the whole world's models against the
+    share of pixels flipped at test time, metric.py --flip-noise (right)."""
+    trained = [r for r in rows if not r["flip_noise"]]
+    points = [(Path(r["checkpoint"]).stem, 100 * r["score_L16"],
+               shapes.continuity(shapes.parse_subset(r["subsample"].split()))["mean"])
+              for r in trained]
+    x_max = math.ceil(10 * max(d for *_, d in points)) / 10
+    left, ld, lxy = score_axes(x_max, [k / 10 for k in range(round(10 * x_max) + 1)],
+                               "normalised Hamming distance of neighbouring images",
+                               "score at L = 16 of models trained on part of the world")
+    for name, score, distance in points:
+        x, y = lxy(distance, score)
+        dot(ld, (x, y), CURVE_COLOURS[0], 4)
+        ld.text((x + 6, y - LINE / 2), name, fill="black", font=font())
+    whole = [r for r in rows if not r["subsample"]]
+    noise = sorted({r["flip_noise"] for r in whole})
+    right, rd, rxy = score_axes(max(10, 100 * noise[-1]) if noise else 10, range(0, 11, 2),
+                                "pixels flipped at test time (%)",
+                                "score at L = 16 of the whole world's models under noise")
+    means = []
+    for p in noise:
+        scores = [100 * r["score_L16"] for r in whole if r["flip_noise"] == p]
+        for s in scores:
+            dot(rd, rxy(100 * p, s), CURVE_COLOURS[1])
+        means.append(rxy(100 * p, sum(scores) / len(scores)))
+    if len(means) > 1:
+        rd.line(means, fill=CURVE_COLOURS[1], width=2)
     side_by_side([left, right]).save(path)
 
 
@@ -630,6 +720,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", nargs="+", metavar="CKPT",
                    help="instead: each replica's score (L = 16) and Eq. 4 as its position latents "
                         "turn by 0-90°, into --out PNG")
+    p.add_argument("--sweep", nargs="+", metavar="CSV",
+                   help="instead: Fig. 6 (right) from metric.py --csv tables of a --beta-norm × "
+                        "--latents grid, into --out PNG")
+    p.add_argument("--continuity", nargs="+", metavar="CSV",
+                   help="instead: Fig. 8 (A.8) from metric.py --csv tables of --subsample models "
+                        "and of --flip-noise scores, into --out PNG")
     p.add_argument("--out",
                    help="folder for the figures (default: <checkpoint stem>_figures beside it); "
                         "with --curves, the PNG")
@@ -653,10 +749,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
-    if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas,
-                                   args.rotation)) != 1:
-        p.error("give a checkpoint, or --curves CSV ..., or --replicas CKPT ..., "
-                "or --rotation CKPT ...")
+    if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas, args.rotation,
+                                   args.sweep, args.continuity)) != 1:
+        p.error("give a checkpoint, or --curves CSV ..., --replicas CKPT ..., --rotation CKPT ..., "
+                "--sweep CSV ... or --continuity CSV ...")
     with cli_errors("traverse.py"):
         set_threads(args.threads)
         if args.curves:
@@ -668,6 +764,12 @@ def main() -> None:
         elif args.rotation:
             out = Path(args.out or "rotation.png")
             rotation_figure(replicas.rotation_sweeps(args.rotation, pick_device(args.device)), out)
+        elif args.sweep:
+            out = Path(args.out or "sweep.png")
+            sweep_figure(read_table(args.sweep), out)
+        elif args.continuity:
+            out = Path(args.out or "continuity.png")
+            continuity_figure(read_table(args.continuity), out)
         else:
             figures(args)
             return
