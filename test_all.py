@@ -2142,9 +2142,12 @@ def test_traverse_html_writes_an_explorer_whose_seed_buttons_set_the_sliders_to_
     original = Image.open(io.BytesIO(base64.b64decode(
         dump["original"].split(",", 1)[1]))).convert("L")
     assert np.array_equal(np.asarray(original) / 255, ellipse[0, 0].numpy())
-    kl = [float(k) for k in re.findall(r'<label class="slider[^"]*">z\d+ +KL ([-\d.]+) nats', dom)]
-    # a slider per latent, the most KL first
+    labels = re.findall(r'<label class="slider[^"]*">z\d+ +(\S+)(?: [\d.]+)? +KL ([-\d.]+) nats', dom)
+    kl = [float(k) for _, k in labels]
+    # a slider per latent, the most KL first, each labelled with the factor it follows
     assert len(kl) == 10 and kl == sorted(kl, reverse=True)
+    assert {f for f, k in labels if float(k) > 0.1} <= set(shapes.FACTOR_NAMES)
+    assert all(f == "inactive" for f, k in labels if float(k) <= 0.1)
 
 
 # ---------------------------------------------------------------- baselines.py

@@ -555,9 +555,22 @@ def explorer_seeds(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | sh
                               for place, *_ in EXPLORER_PLACES]
 
 
-def slider_labels(kl: torch.Tensor) -> list[str]:
-    """The explorer's text beside each latent's slider, in index order: the one place it is made."""
-    return [f"z{i}  KL {k:.2f} nats" for i, k in enumerate(kl.tolist())]
+def slider_labels(kl: torch.Tensor, follows: list[str] | None = None) -> list[str]:
+    """The explorer's text beside each latent's slider, in index order: the one place it is made;
+    with `follows` (latent_follows), the factor each latent follows too."""
+    return [f"z{i}  {follows[i] + '  ' if follows else ''}KL {k:.2f} nats"
+            for i, k in enumerate(kl.tolist())]
+
+
+def latent_follows(model: BetaVAE, kl: torch.Tensor, device: torch.device,
+                   n: int = 65536) -> list[str]:
+    """On 2D shapes, the factor each latent follows and how purely (replicas.latent_factors, as
+    metric.py --latents, from n random images rather than all), "inactive" below loss.ACTIVE_KL."""
+    index = torch.randint(shapes.N_IMAGES, (n,), generator=torch.Generator().manual_seed(0))
+    codes = metric.rendered_codes(model, device)(index)  # (n, M) mu
+    mi = metric.mutual_information(codes, shapes.index_to_classes(index))
+    return [f"{shapes.FACTOR_NAMES[f]} {purity:.2f}" if k > objective.ACTIVE_KL else "inactive"
+            for (f, purity), k in zip(replicas.latent_factors(mi), kl.tolist())]
 
 
 def quantise_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -697,7 +710,9 @@ def figures(args: argparse.Namespace) -> None:
     samples_and_reconstructions(model, source, generator, draw, out, wrote)
     if draw["explorer"]:
         seeds, names = explorer_seeds(config, source, generator)
-        write_explorer(out / "explorer.html", model, kl, slider_labels(kl), seeds, names,
+        follows = (latent_follows(model, kl, device) if config["dataset"] in ("shapes", "dsprites")
+                   else None)
+        write_explorer(out / "explorer.html", model, kl, slider_labels(kl, follows), seeds, names,
                        f"{Path(args.checkpoint).name}: β = {config['beta']:g}, "
                        f"trained on {config['dataset']}")
         wrote("explorer.html")
