@@ -1624,6 +1624,29 @@ def test_the_job_array_script_runs_task_i_as_replica_i_of_the_grid(tmp_path):
     assert result.returncode == 1 and "task 8 is not in the grid" in result.stderr
 
 
+def slurm_cluster_answers() -> bool:
+    """Whether a Slurm cluster is up here (sinfo lists an idle or mixed node): CI has none."""
+    if shutil.which("sinfo") is None:
+        return False
+    result = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True)
+    return result.returncode == 0 and any(s in result.stdout for s in ("idle", "mix"))
+
+
+@harness
+@pytest.mark.skipif(not slurm_cluster_answers(), reason="no Slurm cluster answers here")
+def test_a_slurm_job_array_trains_each_replica_of_the_grid(tmp_path):
+    grid = ("--beta-norm", "0.01", "--latents", "3", "5", "7", "--steps", "2", "--batch-size", "4",
+            "--log-every", "1", "--out", str(tmp_path / "g"))
+    submit = subprocess.run(["sbatch", "--parsable", "--wait", "--array=0-2",
+                             f"--output={tmp_path}/slurm-%a.out", "sweep.sbatch", *grid],
+                            cwd=HERE, env={**os.environ, "SWEEP_SCORE": "0"}, capture_output=True,
+                            text=True, timeout=600)
+    assert submit.returncode == 0, submit.stderr
+    for i, m in enumerate((3, 5, 7)):
+        config = torch.load(tmp_path / "g" / f"bn0.01_m{m}_s0.pt", weights_only=True)["config"]
+        assert config["latents"] == m and config["steps"] == 2, (tmp_path / f"slurm-{i}.out")
+
+
 @harness
 def test_gpu_check_script_dry_run_on_a_cpu(tmp_path, monkeypatch):
     check = tmp_path / "check"  # one replica, 2 steps: the script's every stage
