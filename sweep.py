@@ -73,6 +73,8 @@ def is_grid(args: argparse.Namespace) -> bool:
 def replicas(args: argparse.Namespace) -> list[dict]:
     """The grid in its fixed order: per replica, the flags it sets ({beta or beta_norm, latents,
     seed}); latents None leaves the dataset's default."""
+    if args.beta and args.beta_norm:
+        raise ValueError("give --beta or --beta-norm, not both")
     if args.beta_norm:
         strengths = [("beta_norm", b) for b in args.beta_norm]
     else:

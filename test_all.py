@@ -1587,6 +1587,8 @@ def test_a_grid_has_one_order_and_its_replica_index_trains_the_same_model(tmp_pa
     assert "replicas 0 to 7" in err
     err = main_error(monkeypatch, capsys, "train.py", *GRID, "--replica-index", "-1")
     assert "replica index" in err
+    err = main_error(monkeypatch, capsys, "train.py", *GRID, "--beta", "4", "--list")
+    assert "not both" in err
 
 
 @harness
