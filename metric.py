@@ -17,7 +17,7 @@ in {0, 1} -> mu (B, D), or a module with `encode(x) -> (mu, logvar)`.
 Copied into another project it needs torch and shapes.py beside it: shapes.py's factor grid draws
 the pairs of Sec. 3, and its renderer draws the images an encoder is given. The cache of a
 checkpoint's codes (<stem>.codes.pt beside it) also uses model.py and runs.py; the command line
-uses those and replicas.py (with loss.py), which builds on this file for --latents and --rotate.
+uses those, and for --latents and --rotate replicas.py and loss.py (neither imports this file).
 
     python metric.py ckpt.pt                  # the score, its settings and seconds taken
     python metric.py ckpt.pt --table2 --all   # plus A.5 accuracies, MIG and FactorVAE
@@ -643,13 +643,12 @@ def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace
             f"(dimensions pruned below "
             + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
     if args.latents or args.rotate is not None:
-        import replicas  # the analysis of trained replicas has a file of its own
         from model import load_checkpoint
         config = load_checkpoint(path)[1]  # β and likelihood of Eq. 4
         if args.latents:
-            replicas.print_latent_view(path, model, codes, config, args.probe_images, device)
+            print_latent_view(path, model, codes, config, args.probe_images, device)
         if args.rotate is not None:
-            replicas.print_rotation_sweep(path, model, codes, config, args, device, factors)
+            print_rotation_sweep(path, model, codes, config, args, device, factors)
     return scores
 
 
@@ -682,6 +681,139 @@ def write_table(path: str, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_atomically(path, lambda f: f.write(text.getvalue().encode()))
+
+
+# -------------------------------------------------- --latents and --rotate: a replica's latents
+# replicas.py's geometry of latents read with this file's score and mutual information; it imports
+# nothing of this file, so the command line reaches it without a cycle.
+
+def latent_summary(codes: torch.Tensor, kl: torch.Tensor, bins: int = 20) -> dict:
+    """The per-latent view of a model as numbers: from its codes μ (737280, M) of all images and
+    each latent's mean KL (M,) in nats.
+
+    Returns kl (M,), active (the latents of KL above ACTIVE_KL), nmi (M, 5): I(z_d; v_k) / H(v_k),
+    factor and purity of each latent (`latent_factors`), pair (the position latents, or None),
+    angle (`position_angle` of the pair, or None) and mig.
+    """
+    import loss
+    import replicas
+    classes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))  # (N, 5)
+    mi = mutual_information(codes, classes, bins)  # (M, 5)
+    pair = replicas.position_pair(mi, kl)
+    factors = replicas.latent_factors(mi)
+    return {"kl": kl.tolist(), "active": [d for d in range(len(kl)) if kl[d] > loss.ACTIVE_KL],
+            "nmi": mi / replicas.FACTOR_ENTROPY, "factor": [f for f, _ in factors],
+            "purity": [p for _, p in factors],
+            "pair": pair, "angle": None if pair is None else replicas.position_angle(codes, *pair),
+            "mig": mig(codes, bins)}
+
+
+def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int, int], theta: float,
+                   x: torch.Tensor, eps: torch.Tensor, beta: float, likelihood: str = "bernoulli",
+                   Ls: tuple[int, ...] | None = None, **score) -> dict[str, float]:
+    """One angle of the sweep: the model with latents `pair` turned by θ (`rotate_latents`), its
+    Eq. 4 on the fixed batch x with the fixed noise ε (loss, recon, kl; loss_turned: with the
+    variances turned too), and its codes (the original codes turned: the μ head is linear, so this
+    is exact) scored: position angle of the pair and the disentanglement score at each L (`score`:
+    disentanglement_score's other settings; Ls: replicas.ROTATION_L by default)."""
+    import replicas
+    Ls = Ls or replicas.ROTATION_L
+    kept = replicas.rotate_latents(model, *pair, theta)
+    turned_too = replicas.rotate_latents(model, *pair, theta, turn_variance=True)
+    parts = replicas.objective_on_batch(kept, x, eps, beta, likelihood)
+    along = replicas.objective_on_batch(turned_too, x, eps, beta, likelihood)
+    turned = replicas.rotate_codes(codes, *pair, theta)
+    return {"theta": theta, **{k: parts[k].item() for k in ("loss", "recon", "kl")},
+            "loss_turned": along["loss"].item(), "angle": replicas.position_angle(turned, *pair),
+            **{f"score_L{L}": disentanglement_score(turned, L=L, **score) for L in Ls}}
+
+
+def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
+                      n_images: int, device: torch.device) -> None:
+    """--latents: each latent's mean KL, its normalised mutual information with each factor (an
+    aligned latents × factors table), the factor it follows and how purely, the position angle and
+    MIG."""
+    import loss
+    import replicas
+    say(f"{path}: per-latent view: KL and recon on {n_images:,} fixed images, mutual information "
+        f"I(z; v) / H(v) over all {shapes.N_IMAGES:,} (codes μ in 20 bins)")
+    x, eps = replicas.probe_batch(model.latents, n_images, device=device)
+    parts = replicas.objective_on_batch(model, x, eps, config["beta"],
+                                        config.get("likelihood", "bernoulli"))
+    view = latent_summary(codes, parts["kl_per_latent"].cpu())
+    say(f"  active latents {len(view['active'])} of {model.latents} "
+        f"(mean KL > {loss.ACTIVE_KL} nats); "
+        f"KL {parts['kl']:.2f}, recon {parts['recon']:.2f}, "
+        f"Eq. 4 (β = {config['beta']:g}) {parts['loss']:.2f} nats")
+    width = max(map(len, shapes.FACTOR_NAMES))
+    say(f"  {'latent':>6}  {'KL':>6}  "
+        + "  ".join(f"{name:>{width}}" for name in shapes.FACTOR_NAMES)
+        + f"  {'follows':<{width}}  purity")
+    for d, kl in enumerate(view["kl"]):
+        cells = "  ".join(f"{v:>{width}.3f}" for v in view["nmi"][d].tolist())
+        follows = (f"{shapes.FACTOR_NAMES[view['factor'][d]]:<{width}}  {view['purity'][d]:6.2f}"
+                   if d in view["active"] else "(inactive)")
+        say(f"  {d:>6}  {kl:6.2f}  {cells}  {follows}")
+    if view["pair"] is None:
+        say("  position plane: fewer than two active latents")
+    else:
+        a, b = view["pair"]
+        say(f"  position plane: latents {a} and {b} "
+            f"(most position information; the more posX one first), "
+            f"{view['angle']:.1f}° from the (posX, posY) axes (0° aligned, 45° fully mixed)")
+    say(f"  MIG {view['mig']:.3f} (all images); purity: the share of a latent's information about "
+        f"the factors that is about the one it follows")
+
+
+def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor,
+                  path: str) -> tuple[int, int]:
+    """The latents that --rotate turns: as given, or the position pair of the per-latent view."""
+    import replicas
+    from runs import UsageError
+    if rotate:
+        return rotate[0], rotate[1]
+    pair = replicas.position_pair(mutual_information(codes,
+                                            shapes.index_to_classes(torch.arange(shapes.N_IMAGES))),
+                         kl)
+    if pair is None:
+        raise UsageError(f"{path} has fewer than two active latents: name the pair to turn, "
+                         f"--rotate I J")
+    return pair
+
+
+def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
+                         args: argparse.Namespace, device: torch.device,
+                         factors: tuple[int, ...]) -> None:
+    """--rotate: Eq. 4 on a fixed batch with fixed noise (variances kept, and turned along) and the
+    score at each L, one line per angle θ."""
+    import loss
+    import replicas
+    x, eps = replicas.probe_batch(model.latents, args.probe_images, device=device)
+    beta, likelihood = config["beta"], config.get("likelihood", "bernoulli")
+    with torch.inference_mode():
+        mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
+    i, j = rotation_pair(args.rotate, codes, loss.kl_per_latent(mu, logvar).mean(0), path)
+    sigma = (0.5 * logvar[:, [i, j]]).exp().mean(0).tolist()
+    # the hypothesis wants 0: one variance for both
+    apart = (0.5 * (logvar[:, i] - logvar[:, j])).abs().mean()
+    say(f"{path}: latents {i} and {j} turned by θ (encoder μ rows, decoder first-layer columns: "
+        f"an exact change of coordinates of μ); posterior σ mean {sigma[0]:.3f} and "
+        f"{sigma[1]:.3f}, |log σ_{i} − log σ_{j}| {apart:.2f} per image; "
+        f"Eq. 4 (β = {beta:g}) on {len(x):,} fixed images with fixed noise ε, with logvar "
+        f"kept and turned along; scores at seed {args.seed}, {args.n_train} train points")
+    score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors, seed=args.seed,
+                 steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+    say(f"  {'θ':>4}  {'Eq. 4':>8}  {'vs 0°':>7}  {'KL':>6}  {'σ turned':>8}  {'vs 0°':>7}  "
+        f"{'angle':>6}  "
+        + "  ".join(f"{f'L = {L}':>7}" for L in replicas.ROTATION_L))
+    first = None
+    for theta in replicas.ROTATION_ANGLES:
+        row = rotation_probe(model, codes, (i, j), theta, x, eps, beta, likelihood, **score)
+        first = first or row
+        say(f"  {theta:>3}°  {row['loss']:8.2f}  {row['loss'] / first['loss'] - 1:+7.2%}  "
+            f"{row['kl']:6.2f}  {row['loss_turned']:8.2f}  "
+            f"{row['loss_turned'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
+            + "  ".join(f"{row[f'score_L{L}']:7.2%}" for L in replicas.ROTATION_L))
 
 
 def main() -> None:

@@ -1,16 +1,17 @@
-"""What a trained replica's latents follow, and the objective's blind spot (Higgins et al., ICLR
-2017, Sec. 4.2 and Fig. 7; the A.4 protocol's replicas).
+"""The geometry of a trained replica's latents, and the objective's blind spot (Higgins et al.,
+ICLR 2017, Sec. 4.2 and Fig. 7; the A.4 protocol's replicas).
 
-The metric of Sec. 3 (metric.py) gives one number per model; this file reads a trained model's
-latents one by one, from its codes μ of all 737,280 images:
-  - each latent's mean KL, its mutual information with each factor, the factor it follows and how
-    purely (`latent_summary`, `latent_factors`);
+The metric of Sec. 3 gives one number per model; these pieces read a trained model's latents one by
+one, from its codes μ of all 737,280 images and their mutual information with each factor:
+  - the factor each latent follows and how purely (`latent_factors`);
   - the two latents that carry position and the angle of their plane from the (posX, posY) axes
     (`position_pair`, `position_angle`): 0° aligned, 45° fully mixed;
-  - the rotation probe: that pair turned by θ, an exact change of coordinates of the model
-    (`rotate_latents`), which moves Eq. 4 little and the score much (`rotation_probe`).
-metric.py --latents and --rotate print these views; traverse.py --replicas and --rotation draw
-them. Needs metric.py, shapes.py, loss.py, model.py and runs.py beside it.
+  - that pair turned by θ, an exact change of coordinates of the model (`rotate_latents`,
+    `rotate_codes`), and Eq. 4 on a fixed batch with fixed noise (`probe_batch`,
+    `objective_on_batch`), which the turn moves little while the score moves much.
+metric.py's --latents and --rotate combine them with the score (`metric.latent_summary`,
+`metric.rotation_probe`); traverse.py --replicas and --rotation draw them. Needs shapes.py,
+loss.py and runs.py beside it (not metric.py, which imports this file for those views).
 
     python metric.py ckpt.pt --latents  # each latent's KL, factor and purity; position angle
     python metric.py ckpt.pt --rotate   # the position pair turned 0-90°: Eq. 4 and the score
@@ -19,16 +20,11 @@ them. Needs metric.py, shapes.py, loss.py, model.py and runs.py beside it.
 
 import copy
 import math
-from argparse import Namespace
-from pathlib import Path
 
 import torch
 
 import loss as objective
-
 import shapes
-from metric import checkpoint_codes, disentanglement_score, mig, mutual_information, say
-from model import BetaVAE, load_checkpoint
 from runs import UsageError
 
 # H(v_k) over the whole set: log |v_k|
@@ -98,25 +94,6 @@ def position_angle(codes: torch.Tensor, a: int, b: int) -> float:
     R = U @ Vh
     phi = math.degrees(math.atan2(R[1, 0].item(), R[0, 0].item())) % 90.0
     return min(phi, 90.0 - phi)
-
-
-def latent_summary(codes: torch.Tensor, kl: torch.Tensor, bins: int = 20) -> dict:
-    """The per-latent view of a model as numbers: from its codes μ (737280, M) of all images and
-    each latent's mean KL (M,) in nats.
-
-    Returns kl (M,), active (the latents of KL above ACTIVE_KL), nmi (M, 5): I(z_d; v_k) / H(v_k),
-    factor and purity of each latent (`latent_factors`), pair (the position latents, or None),
-    angle (`position_angle` of the pair, or None) and mig.
-    """
-    classes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))  # (N, 5)
-    mi = mutual_information(codes, classes, bins)  # (M, 5)
-    pair = position_pair(mi, kl)
-    factors = latent_factors(mi)
-    return {"kl": kl.tolist(), "active": [d for d in range(len(kl)) if kl[d] > objective.ACTIVE_KL],
-            "nmi": mi / FACTOR_ENTROPY, "factor": [f for f, _ in factors],
-            "purity": [p for _, p in factors],
-            "pair": pair, "angle": None if pair is None else position_angle(codes, *pair),
-            "mig": mig(codes, bins)}
 
 
 # ---------------------------------------------------------------- the objective's blind spot:
@@ -189,104 +166,7 @@ def objective_on_batch(model: torch.nn.Module, x: torch.Tensor, eps: torch.Tenso
                                        likelihood)
 
 
-def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int, int], theta: float,
-                   x: torch.Tensor, eps: torch.Tensor, beta: float, likelihood: str = "bernoulli",
-                   Ls: tuple[int, ...] = ROTATION_L, **score) -> dict[str, float]:
-    """One angle of the sweep: the model with latents `pair` turned by θ (`rotate_latents`), its
-    Eq. 4 on the fixed batch x with the fixed noise ε (loss, recon, kl; loss_turned: with the
-    variances turned too), and its codes (the original codes turned: the μ head is linear, so this
-    is exact) scored: position angle of the pair and the disentanglement score at each L (`score`:
-    disentanglement_score's other settings)."""
-    parts = objective_on_batch(rotate_latents(model, *pair, theta), x, eps, beta, likelihood)
-    along = objective_on_batch(rotate_latents(model, *pair, theta, turn_variance=True), x, eps,
-                               beta, likelihood)
-    turned = rotate_codes(codes, *pair, theta)
-    return {"theta": theta, **{k: parts[k].item() for k in ("loss", "recon", "kl")},
-            "loss_turned": along["loss"].item(), "angle": position_angle(turned, *pair),
-            **{f"score_L{L}": disentanglement_score(turned, L=L, **score) for L in Ls}}
-
-
-# ---------------------------------------------------------------- the views: metric.py --latents,
-# --rotate; traverse.py
-
-def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
-                      n_images: int, device: torch.device) -> None:
-    """--latents: each latent's mean KL, its normalised mutual information with each factor (an
-    aligned latents × factors table), the factor it follows and how purely, the position angle and
-    MIG."""
-    say(f"{path}: per-latent view: KL and recon on {n_images:,} fixed images, mutual information "
-        f"I(z; v) / H(v) over all {shapes.N_IMAGES:,} (codes μ in 20 bins)")
-    x, eps = probe_batch(model.latents, n_images, device=device)
-    parts = objective_on_batch(model, x, eps, config["beta"], config.get("likelihood", "bernoulli"))
-    view = latent_summary(codes, parts["kl_per_latent"].cpu())
-    say(f"  active latents {len(view['active'])} of {model.latents} "
-        f"(mean KL > {objective.ACTIVE_KL} nats); "
-        f"KL {parts['kl']:.2f}, recon {parts['recon']:.2f}, "
-        f"Eq. 4 (β = {config['beta']:g}) {parts['loss']:.2f} nats")
-    width = max(map(len, shapes.FACTOR_NAMES))
-    say(f"  {'latent':>6}  {'KL':>6}  "
-        + "  ".join(f"{name:>{width}}" for name in shapes.FACTOR_NAMES)
-        + f"  {'follows':<{width}}  purity")
-    for d, kl in enumerate(view["kl"]):
-        cells = "  ".join(f"{v:>{width}.3f}" for v in view["nmi"][d].tolist())
-        follows = (f"{shapes.FACTOR_NAMES[view['factor'][d]]:<{width}}  {view['purity'][d]:6.2f}"
-                   if d in view["active"] else "(inactive)")
-        say(f"  {d:>6}  {kl:6.2f}  {cells}  {follows}")
-    if view["pair"] is None:
-        say("  position plane: fewer than two active latents")
-    else:
-        a, b = view["pair"]
-        say(f"  position plane: latents {a} and {b} "
-            f"(most position information; the more posX one first), "
-            f"{view['angle']:.1f}° from the (posX, posY) axes (0° aligned, 45° fully mixed)")
-    say(f"  MIG {view['mig']:.3f} (all images); purity: the share of a latent's information about "
-        f"the factors that is about the one it follows")
-
-
-def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor,
-                  path: str) -> tuple[int, int]:
-    """The latents that --rotate turns: as given, or the position pair of the per-latent view."""
-    if rotate:
-        return rotate[0], rotate[1]
-    pair = position_pair(mutual_information(codes,
-                                            shapes.index_to_classes(torch.arange(shapes.N_IMAGES))),
-                         kl)
-    if pair is None:
-        raise UsageError(f"{path} has fewer than two active latents: name the pair to turn, "
-                         f"--rotate I J")
-    return pair
-
-
-def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
-                         args: Namespace, device: torch.device, factors: tuple[int, ...]) -> None:
-    """--rotate: Eq. 4 on a fixed batch with fixed noise (variances kept, and turned along) and the
-    score at each L, one line per angle θ."""
-    x, eps = probe_batch(model.latents, args.probe_images, device=device)
-    beta, likelihood = config["beta"], config.get("likelihood", "bernoulli")
-    with torch.inference_mode():
-        mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
-    i, j = rotation_pair(args.rotate, codes, objective.kl_per_latent(mu, logvar).mean(0), path)
-    sigma = (0.5 * logvar[:, [i, j]]).exp().mean(0).tolist()
-    # the hypothesis wants 0: one variance for both
-    apart = (0.5 * (logvar[:, i] - logvar[:, j])).abs().mean()
-    say(f"{path}: latents {i} and {j} turned by θ (encoder μ rows, decoder first-layer columns: "
-        f"an exact change of coordinates of μ); posterior σ mean {sigma[0]:.3f} and "
-        f"{sigma[1]:.3f}, |log σ_{i} − log σ_{j}| {apart:.2f} per image; "
-        f"Eq. 4 (β = {beta:g}) on {len(x):,} fixed images with fixed noise ε, with logvar "
-        f"kept and turned along; scores at seed {args.seed}, {args.n_train} train points")
-    score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors, seed=args.seed,
-                 steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
-    say(f"  {'θ':>4}  {'Eq. 4':>8}  {'vs 0°':>7}  {'KL':>6}  {'σ turned':>8}  {'vs 0°':>7}  "
-        f"{'angle':>6}  "
-        + "  ".join(f"{f'L = {L}':>7}" for L in ROTATION_L))
-    first = None
-    for theta in ROTATION_ANGLES:
-        row = rotation_probe(model, codes, (i, j), theta, x, eps, beta, likelihood, **score)
-        first = first or row
-        say(f"  {theta:>3}°  {row['loss']:8.2f}  {row['loss'] / first['loss'] - 1:+7.2%}  "
-            f"{row['kl']:6.2f}  {row['loss_turned']:8.2f}  "
-            f"{row['loss_turned'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
-            + "  ".join(f"{row[f'score_L{L}']:7.2%}" for L in ROTATION_L))
+# ---------------------------------------------------------------- checks of the command lines
 
 
 def check_rotate(rotate: list[int] | None, models: list[torch.nn.Module], paths: list[str]) -> None:
@@ -301,58 +181,6 @@ def check_rotate(rotate: list[int] | None, models: list[torch.nn.Module], paths:
         if not all(0 <= d < model.latents for d in rotate):
             raise UsageError(f"--rotate {rotate[0]} {rotate[1]}: {path} has latents 0 to "
                              f"{model.latents - 1}")
-
-
-def read_replica(path: str, device: torch.device) -> tuple[BetaVAE, dict, torch.Tensor,
-                                                           tuple[torch.Tensor, torch.Tensor],
-                                                           torch.Tensor]:
-    """A checkpoint's model and config, its codes μ (737280, M) (cached beside it), metric's fixed
-    probe batch (x, ε) and the mean KL per latent (M,) on it."""
-    model, config = load_checkpoint(path, device)
-    codes = checkpoint_codes(path, model, device, progress=say)
-    x, eps = probe_batch(model.latents, device=device)
-    kl = objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
-    return model, config, codes, (x, eps), kl
-
-
-def replica_points(paths: list[str], device: torch.device) -> list[tuple[str, float, float]]:
-    """(label "beta = β", position angle in degrees, mean score at L = 16 over 3 classifier
-    seeds, %) of each checkpoint, from its cached codes (`latent_summary`); a replica with fewer
-    than two active latents has no position plane and is left out, said in one line."""
-    points = []
-    for path in paths:
-        _, config, codes, _, kl = read_replica(path, device)
-        angle = latent_summary(codes, kl)["angle"]
-        score = 100 * sum(disentanglement_score(codes, seed=s) for s in range(3)) / 3
-        say(f"{path}: position angle " + ("none (fewer than two active latents)" if angle is None
-                                          else f"{angle:.1f}°")
-            + f", score at L = 16 {score:.2f} %")
-        if angle is not None:
-            # the default font has no β
-            points.append((f"beta = {config['beta']:g}", angle, score))
-    return points
-
-
-def rotation_sweeps(paths: list[str], device: torch.device,
-                    **score) -> list[tuple[str, list[dict]]]:
-    """Each checkpoint's rotation sweep (metric.py --rotate): its position pair turned by every θ
-    of ROTATION_ANGLES, Eq. 4 on the fixed batch with the fixed noise and the score at L = 16
-    (`score`: disentanglement_score's other settings), one line per replica as it is done."""
-    sweeps = []
-    for path in paths:
-        model, config, codes, (x, eps), kl = read_replica(path, device)
-        pair = rotation_pair([], codes, kl, path)
-        say(f"{path}: turning latents {pair[0]} and {pair[1]} by {len(ROTATION_ANGLES)} angles, "
-            f"scoring each")
-        rows = [rotation_probe(model, codes, pair, theta, x, eps, config["beta"],
-                               config.get("likelihood", "bernoulli"), Ls=(16,), **score)
-                for theta in ROTATION_ANGLES]
-        say(f"{path}: latents {pair[0]} and {pair[1]} turned over 0-90°: score at L = 16 "
-            f"{min(r['score_L16'] for r in rows):.2%}-{max(r['score_L16'] for r in rows):.2%}, "
-            f"Eq. 4 {max(eq4_change(rows, 'loss_turned')):+.2%} at most (variances turned), "
-            f"{max(eq4_change(rows, 'loss')):+.2%} (kept)")
-        sweeps.append((f"{Path(path).stem}, {rows[0]['angle']:.0f} deg", rows))
-    return sweeps
 
 
 def eq4_change(rows: list[dict], key: str) -> list[float]:

@@ -490,7 +490,7 @@ def factor_codes(ground_truth: torch.Tensor) -> torch.Tensor:
 def test_latents_view_names_each_latents_factor_and_purity_and_the_position_angle(ground_truth):
     # the constant is inactive
     codes, kl = factor_codes(ground_truth), torch.tensor([1.0, 1, 1, 1, 1, 1, 0])
-    view = replicas.latent_summary(codes, kl)
+    view = metric.latent_summary(codes, kl)
     assert view["active"] == [0, 1, 2, 3, 4, 5]
     assert view["factor"][:6] == [0, 1, 2, 3, 4, 1] and min(view["purity"][:5]) > 0.999
     assert view["purity"][5] < 0.8  # area follows scale, mixed with shape
@@ -2611,7 +2611,7 @@ def test_the_rotation_figure_draws_each_replicas_sweep_whose_score_drops_at_45_d
     monkeypatch.setattr(metric, "encode_all", fake_encode_all([], ground_truth))
     monkeypatch.setattr(replicas, "ROTATION_ANGLES", (0, 45, 90))
     ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
-    [(label, rows)] = replicas.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500,
+    [(label, rows)] = traverse.rotation_sweeps([str(ckpt)], torch.device("cpu"), n_train=500,
                                                n_test=200, steps=100)
     assert label == "m, 0 deg" and [r["theta"] for r in rows] == [0, 45, 90]
     # posX and posY mixed: the metric drops

@@ -365,6 +365,60 @@ def learning_curves(specs: list[str], path: Path, x: str = "minutes") -> None:
     canvas.save(path)
 
 
+# ---------------------------------------------------------------- reading replicas for the figures
+
+def read_replica(path: str, device: torch.device) -> tuple[BetaVAE, dict, torch.Tensor,
+                                                           tuple[torch.Tensor, torch.Tensor],
+                                                           torch.Tensor]:
+    """A checkpoint's model and config, its codes μ (737280, M) (cached beside it), metric's fixed
+    probe batch (x, ε) and the mean KL per latent (M,) on it."""
+    model, config = load_checkpoint(path, device)
+    codes = metric.checkpoint_codes(path, model, device, progress=metric.say)
+    x, eps = replicas.probe_batch(model.latents, device=device)
+    kl = replicas.objective_on_batch(model, x, eps, config["beta"])["kl_per_latent"].cpu()
+    return model, config, codes, (x, eps), kl
+
+
+def replica_points(paths: list[str], device: torch.device) -> list[tuple[str, float, float]]:
+    """(label "beta = β", position angle in degrees, mean score at L = 16 over 3 classifier
+    seeds, %) of each checkpoint, from its cached codes (`metric.latent_summary`); a replica with
+    fewer than two active latents has no position plane and is left out, said in one line."""
+    points = []
+    for path in paths:
+        _, config, codes, _, kl = read_replica(path, device)
+        angle = metric.latent_summary(codes, kl)["angle"]
+        score = 100 * sum(metric.disentanglement_score(codes, seed=s) for s in range(3)) / 3
+        plane = "none (fewer than two active latents)" if angle is None else f"{angle:.1f}°"
+        metric.say(f"{path}: position angle {plane}, score at L = 16 {score:.2f} %")
+        if angle is not None:
+            # the default font has no β
+            points.append((f"beta = {config['beta']:g}", angle, score))
+    return points
+
+
+def rotation_sweeps(paths: list[str], device: torch.device,
+                    **score) -> list[tuple[str, list[dict]]]:
+    """Each checkpoint's rotation sweep (metric.py --rotate): its position pair turned by every θ
+    of replicas.ROTATION_ANGLES, Eq. 4 on the fixed batch with the fixed noise and the score at
+    L = 16 (`score`: disentanglement_score's other settings), one line per replica as it is done."""
+    sweeps, thetas = [], replicas.ROTATION_ANGLES
+    for path in paths:
+        model, config, codes, (x, eps), kl = read_replica(path, device)
+        pair = metric.rotation_pair([], codes, kl, path)
+        metric.say(f"{path}: turning latents {pair[0]} and {pair[1]} by {len(thetas)} angles, "
+                   f"scoring each")
+        rows = [metric.rotation_probe(model, codes, pair, theta, x, eps, config["beta"],
+                                      config.get("likelihood", "bernoulli"), Ls=(16,), **score)
+                for theta in thetas]
+        metric.say(f"{path}: latents {pair[0]} and {pair[1]} turned over 0-90°: score at L = 16 "
+                   f"{min(r['score_L16'] for r in rows):.2%}-"
+                   f"{max(r['score_L16'] for r in rows):.2%}, "
+                   f"Eq. 4 {max(replicas.eq4_change(rows, 'loss_turned')):+.2%} at most "
+                   f"(variances turned), {max(replicas.eq4_change(rows, 'loss')):+.2%} (kept)")
+        sweeps.append((f"{Path(path).stem}, {rows[0]['angle']:.0f} deg", rows))
+    return sweeps
+
+
 def replica_figure(points: list[tuple[str, float, float]], path: Path) -> None:
     """The score of each replica against the angle of its position latents: points (label, angle in
     degrees, score in %), one colour per label (β)."""
@@ -775,10 +829,10 @@ def main() -> None:
             learning_curves(args.curves, out, args.x)
         elif args.replicas:
             out = Path(args.out or "replicas.png")
-            replica_figure(replicas.replica_points(args.replicas, pick_device(args.device)), out)
+            replica_figure(replica_points(args.replicas, pick_device(args.device)), out)
         elif args.rotation:
             out = Path(args.out or "rotation.png")
-            rotation_figure(replicas.rotation_sweeps(args.rotation, pick_device(args.device)), out)
+            rotation_figure(rotation_sweeps(args.rotation, pick_device(args.device)), out)
         elif args.sweep:
             out = Path(args.out or "sweep.png")
             sweep_figure(read_table(args.sweep), out)
