@@ -509,15 +509,20 @@ def classifier_description(classifier: str = CLASSIFIER, steps: int = CLASSIFIER
     return f"full-batch Adagrad lr {lr} for {steps} steps"
 
 
-def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
-    """A checkpoint's model, if it was trained on 2D shapes; UsageError with a clear
+def load_shapes_checkpoint(path: str, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A checkpoint's model and config, if it was trained on 2D shapes; UsageError with a clear
     reason if not."""
     from model import load_checkpoint
     from runs import UsageError
     model, config = load_checkpoint(path, device)
     if config.get("dataset") not in ("shapes", "dsprites") or config.get("channels", 1) != 1:
         raise UsageError(f"{path} is a model of {config.get('dataset')!r} images, not of 2D shapes")
-    return model
+    return model, config
+
+
+def load_shapes_model(path: str, device: torch.device) -> torch.nn.Module:
+    """A checkpoint's model, if it was trained on 2D shapes (`load_shapes_checkpoint`)."""
+    return load_shapes_checkpoint(path, device)[0]
 
 
 def in_context(L: int, factors: tuple[int, ...]) -> str:
@@ -605,7 +610,7 @@ def probability(text: str) -> float:
     return value
 
 
-def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace,
+def score_checkpoint(path: str, model: torch.nn.Module, config: dict, args: argparse.Namespace,
                      device: torch.device, factors: tuple[int, ...],
                      seeds: int) -> dict[int, list[float]]:
     """One checkpoint's lines: its scores at `seeds` classifier seeds at each L in context, and
@@ -642,24 +647,19 @@ def score_checkpoint(path: str, model: torch.nn.Module, args: argparse.Namespace
             f"FactorVAE metric {factor_vae_score(codes, seed=args.seed, dlib=args.dlib):.2%} "
             f"(dimensions pruned below "
             + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
-    if args.latents or args.rotate is not None:
-        from model import load_checkpoint
-        config = load_checkpoint(path)[1]  # β and likelihood of Eq. 4
-        if args.latents:
-            print_latent_view(path, model, codes, config, args.probe_images, device)
-        if args.rotate is not None:
-            print_rotation_sweep(path, model, codes, config, args, device, factors)
+    if args.latents:
+        print_latent_view(path, model, codes, config, args.probe_images, device)
+    if args.rotate is not None:
+        print_rotation_sweep(path, model, codes, config, args, device, factors)
     return scores
 
 
-def table_row(path: str, model: torch.nn.Module, scores: dict[int, list[float]],
+def table_row(path: str, model: torch.nn.Module, config: dict, scores: dict[int, list[float]],
               args: argparse.Namespace, device: torch.device) -> dict:
     """--csv's row of a checkpoint: its settings, its mean score at each L, and Eq. 4's parts on
     the fixed probe images of replicas.py (recon and KL in nats, latents above loss.ACTIVE_KL)."""
     import replicas
     from loss import ACTIVE_KL
-    from model import load_checkpoint
-    config = load_checkpoint(path)[1]
     x, eps = replicas.probe_batch(model.latents, args.probe_images, device=device)
     parts = replicas.objective_on_batch(model, x, eps, config["beta"],
                                         config.get("likelihood", "bernoulli"))
@@ -827,7 +827,8 @@ def main() -> None:
         args.L = list(dict.fromkeys(args.L or [DLIB_L if args.dlib else DEFAULT_L]))
         device = pick_device(args.device)
         # fail before any work
-        models = [load_shapes_model(path, device) for path in args.checkpoints]
+        loaded = [load_shapes_checkpoint(path, device) for path in args.checkpoints]
+        models = [model for model, _ in loaded]
         check_rotate(args.rotate, models, args.checkpoints)
         factors = (0,) + PAPER_FACTORS if args.include_shape or args.dlib else PAPER_FACTORS
         seeds = args.seeds or (3 if len(args.checkpoints) > 1 else 1)
@@ -843,12 +844,12 @@ def main() -> None:
             f"standardised z_diff, linear softmax, "
             + classifier_description(args.classifier, args.classifier_steps, args.classifier_lr))
         scores, rows = {L: [] for L in args.L}, []
-        for path, model in zip(args.checkpoints, models):
-            mine = score_checkpoint(path, model, args, device, factors, seeds)
+        for path, (model, config) in zip(args.checkpoints, loaded):
+            mine = score_checkpoint(path, model, config, args, device, factors, seeds)
             for L in args.L:
                 scores[L] += mine[L]
             if args.csv:
-                rows.append(table_row(path, model, mine, args, device))
+                rows.append(table_row(path, model, config, mine, args, device))
         for L in args.L:
             if len(scores[L]) > 1:
                 mean, std, kept = a4_protocol(scores[L])
