@@ -25,6 +25,7 @@ uses those, and for --latents and --rotate replicas.py and loss.py (neither impo
     python metric.py ckpt.pt --dlib           # disentanglement_lib's settings
     python metric.py ckpt.pt --latents        # each latent's KL, factor and purity; position angle
     python metric.py ckpt.pt --rotate         # the position pair turned 0-90°: Eq. 4 and the score
+    python metric.py ckpt.pt --best-angle     # the score with the position pair turned to its best
 """
 
 import argparse
@@ -582,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{ROTATION_ANGLES[0]}-{ROTATION_ANGLES[-1]}°: Eq. 4 on fixed images and "
                         f"noise, score at L = "
                         + " and ".join(map(str, ROTATION_L)))
+    p.add_argument("--best-angle", action="store_true",
+                   help="also score at each L with the pair of --rotate (default: the position "
+                        "pair) turned by the θ that scores best at the classifier seed after "
+                        "those scored: the score alignment alone would give")
     p.add_argument("--probe-images", type=positive_int, default=PROBE_IMAGES,
                    help=f"fixed images of --latents' KL and --rotate's Eq. 4 "
                         f"(default {PROBE_IMAGES})")
@@ -612,9 +617,10 @@ def probability(text: str) -> float:
 
 def score_checkpoint(path: str, model: torch.nn.Module, config: dict, args: argparse.Namespace,
                      device: torch.device, factors: tuple[int, ...],
-                     seeds: int) -> dict[int, list[float]]:
+                     seeds: int) -> tuple[dict[int, list[float]], dict[int, list[float]], dict]:
     """One checkpoint's lines: its scores at `seeds` classifier seeds at each L in context, and
-    with --table2, --all or --dlib the other metrics; returns the scores by L."""
+    with --table2, --all or --dlib the other metrics. Returns the scores by L and, with
+    --best-angle, the scores at the best turn by L and their columns of --csv's row."""
     t = time.perf_counter()
     if args.flip_noise:
         say(f"codes of {path}: encoding all {shapes.N_IMAGES:,} images with each pixel flipped "
@@ -651,13 +657,16 @@ def score_checkpoint(path: str, model: torch.nn.Module, config: dict, args: argp
         print_latent_view(path, model, codes, config, args.probe_images, device)
     if args.rotate is not None:
         print_rotation_sweep(path, model, codes, config, args, device, factors)
-    return scores
+    if args.best_angle:
+        return scores, *print_best_angle(path, model, codes, scores, args, device, factors, seeds)
+    return scores, {}, {}
 
 
 def table_row(path: str, model: torch.nn.Module, config: dict, scores: dict[int, list[float]],
-              args: argparse.Namespace, device: torch.device) -> dict:
-    """--csv's row of a checkpoint: its settings, its mean score at each L, and Eq. 4's parts on
-    the fixed probe images of replicas.py (recon and KL in nats, latents above loss.ACTIVE_KL)."""
+              args: argparse.Namespace, device: torch.device, best: dict) -> dict:
+    """--csv's row of a checkpoint: its settings, its mean score at each L, Eq. 4's parts on
+    the fixed probe images of replicas.py (recon and KL in nats, latents above loss.ACTIVE_KL),
+    and `best`: the columns of --best-angle."""
     import replicas
     from loss import ACTIVE_KL
     x, eps = replicas.probe_batch(model.latents, args.probe_images, device=device)
@@ -668,7 +677,7 @@ def table_row(path: str, model: torch.nn.Module, config: dict, scores: dict[int,
             "subsample": " ".join(config.get("subsample") or []), "flip_noise": args.flip_noise,
             **{f"score_L{L}": sum(s) / len(s) for L, s in scores.items()},
             "recon": parts["recon"].item(), "kl": parts["kl"].item(),
-            "active": int((parts["kl_per_latent"] > ACTIVE_KL).sum())}
+            "active": int((parts["kl_per_latent"] > ACTIVE_KL).sum()), **best}
 
 
 def write_table(path: str, rows: list[dict]) -> None:
@@ -781,18 +790,25 @@ def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor,
     return pair
 
 
+def probe_pair(model: torch.nn.Module, codes: torch.Tensor, rotate: list[int] | None,
+               x: torch.Tensor, path: str) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+    """The pair to turn (`rotation_pair`, each latent's KL read on the probe images x), and the
+    probe's μ and logvar (B, M)."""
+    import loss
+    with torch.inference_mode():
+        mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
+    return rotation_pair(rotate, codes, loss.kl_per_latent(mu, logvar).mean(0), path), mu, logvar
+
+
 def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
                          args: argparse.Namespace, device: torch.device,
                          factors: tuple[int, ...]) -> None:
     """--rotate: Eq. 4 on a fixed batch with fixed noise (variances kept, and turned along) and the
     score at each L, one line per angle θ."""
-    import loss
     import replicas
     x, eps = replicas.probe_batch(model.latents, args.probe_images, device=device)
     beta, likelihood = config["beta"], config.get("likelihood", "bernoulli")
-    with torch.inference_mode():
-        mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
-    i, j = rotation_pair(args.rotate, codes, loss.kl_per_latent(mu, logvar).mean(0), path)
+    (i, j), mu, logvar = probe_pair(model, codes, args.rotate, x, path)
     sigma = (0.5 * logvar[:, [i, j]]).exp().mean(0).tolist()
     # the hypothesis wants 0: one variance for both
     apart = (0.5 * (logvar[:, i] - logvar[:, j])).abs().mean()
@@ -814,6 +830,64 @@ def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor,
             f"{row['kl']:6.2f}  {row['loss_turned']:8.2f}  "
             f"{row['loss_turned'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
             + "  ".join(f"{row[f'score_L{L}']:7.2%}" for L in replicas.ROTATION_L))
+
+
+
+# degrees: a search over [0°, 90°) at the first step, then at the second within one first step of
+# the best
+BEST_ANGLE_STEPS = (5, 1)
+
+
+def best_angle(codes: torch.Tensor, pair: tuple[int, int], L: int, seed: int, **score) -> int:
+    """The turn θ in whole degrees, 0 to 89, of latents `pair` whose codes score best at L at the
+    classifier seed `seed` (`score`: disentanglement_score's other settings). A turn by 90° swaps
+    the pair and flips a sign, which the score does not see (z_diff is |z1 − z2|, standardised per
+    latent), so [0°, 90°) holds every turn; searched at BEST_ANGLE_STEPS."""
+    import replicas
+    coarse, fine = BEST_ANGLE_STEPS
+    scored = {}
+
+    def at(theta: int) -> float:
+        theta %= 90
+        if theta not in scored:
+            turned = replicas.rotate_codes(codes, *pair, theta)
+            scored[theta] = disentanglement_score(turned, L=L, seed=seed, **score)
+        return scored[theta]
+
+    first = max(range(0, 90, coarse), key=at)  # a tie keeps the first: the smallest turn
+    near = sorted(range(first - coarse + fine, first + coarse, fine), key=lambda t: abs(t - first))
+    return max(near, key=at) % 90
+
+
+def print_best_angle(path: str, model: torch.nn.Module, codes: torch.Tensor,
+                     scores: dict[int, list[float]], args: argparse.Namespace,
+                     device: torch.device, factors: tuple[int, ...],
+                     seeds: int) -> tuple[dict[int, list[float]], dict]:
+    """--best-angle: at each L, the scores with the pair turned by its best θ (`best_angle`),
+    beside the unturned `scores`. θ is chosen at the classifier seed after the `seeds` scored, so
+    the reported scores do not carry the luck of the choice. Returns those scores by L, and
+    --csv's columns: the pair's position angle, and at each L the θ and the mean score."""
+    import replicas
+    x, _ = replicas.probe_batch(model.latents, args.probe_images, device=device)
+    pair = probe_pair(model, codes, args.rotate, x, path)[0]
+    choice, angle = args.seed + seeds, replicas.position_angle(codes, *pair)
+    score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors,
+                 steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+    say(f"{path}: latents {pair[0]} and {pair[1]}, {angle:.1f}° from the (posX, posY) axes, turned "
+        f"by the θ that scores best at classifier seed {choice} "
+        f"({' then '.join(f'{s}°' for s in BEST_ANGLE_STEPS)} steps), scored at the seeds above")
+    best, columns = {}, {"angle": angle}
+    for L in args.L:
+        theta = best_angle(codes, pair, L, choice, **score)
+        turned = replicas.rotate_codes(codes, *pair, theta)
+        best[L] = [disentanglement_score(turned, L=L, seed=args.seed + s, **score)
+                   for s in range(seeds)]
+        gain = sum(best[L]) / seeds - sum(scores[L]) / seeds
+        say(f"  L = {L}: turned by {theta}° ({replicas.position_angle(turned, *pair):.1f}° from "
+            f"the axes): {', '.join(f'{s:.2%}' for s in best[L])} "
+            f"({100 * gain:+.2f} points on the scores above)")
+        columns |= {f"best_theta_L{L}": theta, f"best_score_L{L}": sum(best[L]) / seeds}
+    return best, columns
 
 
 def main() -> None:
@@ -843,20 +917,23 @@ def main() -> None:
             f"factors {', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; "
             f"standardised z_diff, linear softmax, "
             + classifier_description(args.classifier, args.classifier_steps, args.classifier_lr))
-        scores, rows = {L: [] for L in args.L}, []
+        scores, turned, rows = {L: [] for L in args.L}, {L: [] for L in args.L}, []
         for path, (model, config) in zip(args.checkpoints, loaded):
-            mine = score_checkpoint(path, model, config, args, device, factors, seeds)
+            mine, best, columns = score_checkpoint(path, model, config, args, device, factors,
+                                                   seeds)
             for L in args.L:
                 scores[L] += mine[L]
+                turned[L] += best.get(L, [])
             if args.csv:
-                rows.append(table_row(path, model, config, mine, args, device))
+                rows.append(table_row(path, model, config, mine, args, device, columns))
         for L in args.L:
-            if len(scores[L]) > 1:
-                mean, std, kept = a4_protocol(scores[L])
-                at = f" at L = {L}" if len(args.L) > 1 else ""
-                say(f"A.4 protocol{at} over {len(args.checkpoints)} checkpoint(s) x {seeds} "
-                    f"seed(s): {mean:.2%} ± {std:.2%} "
-                    f"(top {len(kept)} of {len(scores[L])} scores)")
+            for these, how in ((scores[L], ""), (turned[L], ", pairs turned to their best θ")):
+                if len(these) > 1:
+                    mean, std, kept = a4_protocol(these)
+                    at = f" at L = {L}" if len(args.L) > 1 else ""
+                    say(f"A.4 protocol{at}{how} over {len(args.checkpoints)} checkpoint(s) x "
+                        f"{seeds} seed(s): {mean:.2%} ± {std:.2%} "
+                        f"(top {len(kept)} of {len(these)} scores)")
         if args.csv:
             write_table(args.csv, rows)
             say(f"wrote {args.csv}: {len(rows)} row(s)")

@@ -561,6 +561,22 @@ def test_rotating_two_latents_is_exact_for_the_model_eq4_barely_moves_and_the_sc
                                         **SMALL) < aligned - 0.15
 
 
+def test_best_angle_turns_a_rotated_position_pair_back_and_scores_the_ceiling(ground_truth):
+    # A reference check with a known answer: noisy ground truth (exact codes score ~100 % at any
+    # turn but 45°) with its position pair turned by 30° is aligned again by a turn of 60° (or
+    # −30°: the same turn, as the score ignores 90°).
+    codes = (ground_truth - ground_truth.mean(0)) / ground_truth.std(0)
+    noisy = codes + torch.randn(codes.shape, generator=torch.Generator().manual_seed(0))
+    oblique = replicas.rotate_codes(noisy, 3, 4, 30)
+    small = dict(n_train=1000, n_test=500, steps=200)
+    theta = metric.best_angle(oblique, (3, 4), 16, seed=7, **small)
+    assert min((theta - 60) % 90, (60 - theta) % 90) <= 6  # the score is flat near its top
+    turned = replicas.rotate_codes(oblique, 3, 4, theta)
+    assert replicas.position_angle(turned, 3, 4) <= 6
+    assert metric.disentanglement_score(turned, L=16, seed=0, **small) > \
+        metric.disentanglement_score(oblique, L=16, seed=0, **small) + 0.05
+
+
 # ---------------------------------------------------------------- latent traversals and response
 #                                                                  maps: Figs. 1-4, 7 (traverse.py)
 
@@ -1903,9 +1919,17 @@ def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a
     small = ["--n-train", "500", "--n-test", "200", "--classifier-steps", "100",
              "--probe-images", "64", "--device", "cpu"]
     ckpt = latents_checkpoint(tmp_path / "m.pt", -3.0)
-    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--latents", "--rotate", *small])
+    table = tmp_path / "t.csv"
+    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--latents", "--rotate",
+                                      "--best-angle", "--csv", str(table), *small])
     metric.main()
     out = capsys.readouterr().out
+    # aligned already: the best turn is none, chosen at the seed after the one scored
+    assert "turned by the θ that scores best at classifier seed 1" in out
+    assert "L = 16: turned by 0° (0.0° from the axes)" in out
+    row = next(csv.DictReader(open(table)))
+    assert row["best_theta_L16"] == "0" and float(row["angle"]) < 0.1
+    assert float(row["best_score_L16"]) == pytest.approx(float(row["score_L16"]))
     assert "active latents 5 of 5" in out and "follows      purity" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("       3  ")]
     assert rows and rows[0][-2:] == ["posX", "1.00"]  # latent 3 follows posX alone
