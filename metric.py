@@ -866,10 +866,18 @@ def print_best_angle(path: str, model: torch.nn.Module, codes: torch.Tensor,
     """--best-angle: at each L, the scores with the pair turned by its best θ (`best_angle`),
     beside the unturned `scores`. θ is chosen at the classifier seed after the `seeds` scored, so
     the reported scores do not carry the luck of the choice. Returns those scores by L, and
-    --csv's columns: the pair's position angle, and at each L the θ and the mean score."""
+    --csv's columns: the pair's position angle, and at each L the θ and the mean score (with fewer
+    than two active latents: none, and the score unturned)."""
     import replicas
+    from runs import UsageError
     x, _ = replicas.probe_batch(model.latents, args.probe_images, device=device)
-    pair = probe_pair(model, codes, args.rotate, x, path)[0]
+    try:
+        pair = probe_pair(model, codes, args.rotate, x, path)[0]
+    except UsageError:  # a collapsed model among many: no pair to turn, its scores stand
+        say(f"{path}: fewer than two active latents, no position pair to turn")
+        return scores, {"angle": None, **{f"best_{k}_L{L}": None if k == "theta" else
+                                          sum(scores[L]) / seeds
+                                          for L in args.L for k in ("theta", "score")}}
     choice, angle = args.seed + seeds, replicas.position_angle(codes, *pair)
     score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors,
                  steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)

@@ -1948,6 +1948,15 @@ def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a
     quiet = latents_checkpoint(tmp_path / "q.pt", 0.0)
     assert "fewer than two active latents" in main_error(monkeypatch, capsys, "metric.py",
                                                          str(quiet), "--rotate", *small)
+    # while --best-angle over many checkpoints scores a collapsed one as it is
+    monkeypatch.setattr(sys, "argv", ["metric.py", str(quiet), str(ckpt), "--best-angle",
+                                      "--seeds", "1", "--csv", str(table), *small])
+    metric.main()
+    assert "q.pt: fewer than two active latents, no position pair to turn" in \
+        capsys.readouterr().out
+    rows = list(csv.DictReader(open(table)))
+    assert [r["best_theta_L16"] for r in rows] == ["", "0"]
+    assert rows[0]["best_score_L16"] == rows[0]["score_L16"]
 
 
 # One test for three CLIs, here with the first: metric.py, traverse.py and baselines.py refuse the
