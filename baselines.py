@@ -18,6 +18,7 @@ model.py, loss.py, metric.py, runs.py, train.py and traverse.py beside it.
     python baselines.py --table --rows pca,ica --markdown   # some rows, as markdown for the README
     python baselines.py --train dcign --steps 2000 --out dcign.pt  # train DC-IGN (train.py's loop)
     python baselines.py --train infogan --steps 2000 --out infogan.pt  # and InfoGAN, + infogan_samples.png
+    python baselines.py --train dcign --benchmark --bf16   # DC-IGN's training samples/s
     python baselines.py --table b4.pt b1.pt dcign.pt infogan.pt "β-VAE (β = 4)=b4_seed2.pt"
 
 The file, top to bottom:
@@ -295,27 +296,52 @@ DCIGN_LR = 5e-4  # RMSprop (Table 1); the rate is Kulkarni et al.'s
 ENCODE_SLICE = 256
 
 
+class UnpoolConv2d(nn.Conv2d):
+    """DC-IGN's unpooling then a 3×3 convolution (padding 1): each input value fills its 2×2 block
+    (nearest-neighbour 2× upsampling), then the convolution. The same function and weights as
+    nn.Upsample(scale_factor=2) followed by nn.Conv2d(c_in, c_out, 3, padding=1), computed as one
+    transposed convolution, without the upsampled image.
+
+    Why it is the same: an output row 2i + a sees only input rows i − 1 and i (a = 0) or i and
+    i + 1 (a = 1), because neighbouring upsampled rows repeat an input row; for a = 0 the 3×3
+    kernel's rows add up to (w0, w1 + w2) on them, for a = 1 to (w0 + w1, w2). A transposed
+    convolution of stride 2, padding 1 and kernel 4 reaches exactly those rows, with its taps
+    (w2, w1 + w2, w0 + w1, w0) (`TAPS`); columns alike. 16 multiply-adds per input pixel and
+    channel pair make its four outputs, where the upsampled 3×3 takes 36.
+    """
+
+    # TAPS (4, 3): the transposed kernel's 4 taps from the 3 of the convolution's kernel
+    TAPS = torch.tensor([[0., 0., 1.], [0., 1., 1.], [1., 1., 0.], [1., 0., 0.]])
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, C_in, H, W) -> (B, C_out, 2H, 2W)."""
+        T = self.TAPS.to(self.weight)
+        kernel = torch.einsum("pk,oikl,ql->iopq", T, self.weight, T)  # (C_in, C_out, 4, 4)
+        return nn.functional.conv_transpose2d(x, kernel, self.bias, stride=2, padding=1)
+
+
 class DCIGN(nn.Module):
     """Table 1's DC-IGN: a conv encoder to 10 Gaussian latents and an unpooling conv decoder."""
 
     def __init__(self, latents: int = 10):
         super().__init__()
         self.latents = latents
+        # ReLU after the pooling: max and ReLU commute, and the ReLU then sees a quarter of the
+        # values
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 96, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 96, 32, 32)
-            nn.Conv2d(96, 48, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 48, 16, 16)
-            nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (B, 48, 8, 8)
+            nn.Conv2d(1, 96, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (B, 96, 32, 32)
+            nn.Conv2d(96, 48, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (B, 48, 16, 16)
+            nn.Conv2d(48, 48, 3, padding=1), nn.MaxPool2d(2), nn.ReLU(),  # (B, 48, 8, 8)
             nn.Flatten(), nn.Linear(48 * 8 * 8, 2 * latents),
         )
-        # Unpooling as nearest-neighbour upsampling: each pooled value fills its 2×2 block.
         self.decoder = nn.Sequential(
             nn.Linear(latents, 48 * 8 * 8), nn.ReLU(), nn.Unflatten(1, (48, 8, 8)),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(48, 48, 3, padding=1), nn.ReLU(),  # (B, 48, 16, 16)
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(48, 96, 3, padding=1), nn.ReLU(),  # (B, 96, 32, 32)
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(96, 1, 3, padding=1),  # (B, 1, 64, 64) logits: the sigmoid is in the loss
+            UnpoolConv2d(48, 48), nn.ReLU(),  # (B, 48, 16, 16)
+            UnpoolConv2d(48, 96), nn.ReLU(),  # (B, 96, 32, 32)
+            UnpoolConv2d(96, 1),  # (B, 1, 64, 64) logits: the sigmoid is in the loss
         )
         # the CPU's convolutions are faster in this layout
         self.to(memory_format=torch.channels_last)
@@ -393,6 +419,46 @@ class DCIGNTrainer(train.Trainer):
         self.optimizer.step()
         self.step_count += 1
         return {k: v.detach() for k, v in parts.items()}
+
+
+def plain_unpooling(model: DCIGN) -> None:
+    """Each UnpoolConv2d of `model`'s decoder replaced by the nn.Upsample + nn.Conv2d it computes,
+    on the same parameters: --benchmark's reference."""
+    for k, layer in enumerate(model.decoder):
+        if isinstance(layer, UnpoolConv2d):
+            conv = nn.Conv2d(layer.in_channels, layer.out_channels, 3, padding=1)
+            conv.weight, conv.bias = layer.weight, layer.bias
+            model.decoder[k] = nn.Sequential(nn.Upsample(scale_factor=2), conv)
+    model.to(memory_format=torch.channels_last)
+
+
+def benchmark_dcign(config: dict, device: torch.device, rounds: int = 4, steps: int = 5) -> None:
+    """--benchmark: DC-IGN's training samples/s, rendering included, with UnpoolConv2d and with
+    the plain unpooling it replaces, timed in turns in one run so that both see the same
+    machine."""
+    trainers = {"UnpoolConv2d": DCIGNTrainer(config, device),
+                "nn.Upsample + nn.Conv2d": DCIGNTrainer(config, device)}
+    plain_unpooling(trainers["nn.Upsample + nn.Conv2d"].model)
+    print(f"baselines.py --benchmark: DC-IGN training steps at batch {config['batch_size']} on "
+          f"{device} ({runs.device_name(device)}), {torch.get_num_threads()} CPU threads, "
+          f"{'bf16 autocast' if config['bf16'] else 'fp32'}; {rounds} rounds of {steps} steps "
+          f"each", flush=True)
+    seconds = dict.fromkeys(trainers, 0.0)
+    for trainer in trainers.values():
+        trainer.step()  # warm-up
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                trainer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds[name] += time.perf_counter() - t
+    rate = {name: rounds * steps * config["batch_size"] / s for name, s in seconds.items()}
+    for name, r in rate.items():
+        print(f"  {name:<24} {r:8,.0f} samples/s")
+    ratio = seconds["nn.Upsample + nn.Conv2d"] / seconds["UnpoolConv2d"]
+    print(f"  the transposed unpooling is {ratio:.2f}x the plain one")
 
 
 # ---------------------------------------------------------------- InfoGAN (Chen et al. 2016; A.2)
@@ -772,6 +838,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random initialisations of the untrained VAE, one replica each (default 1)")
     t = p.add_argument_group("training DC-IGN and InfoGAN "
                              "(checkpoints, logs and --resume as train.py)")
+    t.add_argument("--benchmark", action="store_true",
+                   help="with --train dcign: training samples/s with UnpoolConv2d and with "
+                        "nn.Upsample + nn.Conv2d, timed in turns; trains nothing")
     t.add_argument("--train", choices=sorted(TRAINED),
                    help="train this baseline instead of a table")
     t.add_argument("--steps", type=positive_int, default=20_000,
@@ -844,6 +913,9 @@ def train_baseline(args: argparse.Namespace) -> None:
     out = args.out if args.out is not None else f"{args.train}.pt"
     train.check_eval_every(args.eval_every, args.log_every)
     device = pick_device(args.device)
+    if args.benchmark:
+        benchmark_dcign(baseline_config(args, out, device), device)
+        return
     with runs.claim_out(out, args.resume, args.overwrite):
         config = baseline_config(args, out, device)
         trainer = baseline.trainer(config, device)
@@ -946,6 +1018,8 @@ def fig6_table(args: argparse.Namespace) -> None:
 def main() -> None:
     p = build_parser()
     args = p.parse_args()
+    if args.benchmark and args.train != "dcign":
+        p.error("--benchmark times DC-IGN's training: give --train dcign")
     if not (args.train or args.table):
         p.error("nothing to do: give --table or --train")
     with cli_errors("baselines.py"):

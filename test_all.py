@@ -726,6 +726,30 @@ def test_dcign_clamp_forward_and_backward_match_their_definitions():
     assert torch.equal(z.grad, torch.tensor([[-0.5, 20.0, 1.0], [0.5, 50.0, -1.0]]))
 
 
+def test_dcign_unpooling_computes_upsample_then_conv_and_so_does_the_plain_model():
+    # A reference check: UnpoolConv2d against the nn.Upsample + nn.Conv2d it replaces, with the
+    # same weights, in float64, forward and every gradient, on an odd-sized input.
+    torch.manual_seed(0)
+    ours = baselines.UnpoolConv2d(3, 5).double()
+    plain = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2),
+                                torch.nn.Conv2d(3, 5, 3, padding=1)).double()
+    plain[1].load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+    a, b = ours(x), plain(x)
+    assert a.shape == (2, 5, 14, 12) and torch.allclose(a, b, atol=1e-12)
+    w = torch.randn_like(a)  # a random direction, so every output position matters
+    for ga, gb in zip(torch.autograd.grad((a * w).sum(), [x, ours.weight, ours.bias]),
+                      torch.autograd.grad((b * w).sum(), [x, plain[1].weight, plain[1].bias])):
+        assert torch.allclose(ga, gb, atol=1e-10)
+    # --benchmark's reference model decodes as the model does, on the same parameters
+    net = baselines.DCIGN().eval()
+    z = torch.randn(4, 10)
+    expected = net.decode(z)
+    baselines.plain_unpooling(net)
+    assert any(isinstance(m, torch.nn.Upsample) for m in net.modules())
+    assert torch.allclose(net.decode(z), expected, atol=1e-4)
+
+
 def test_dcign_batches_vary_one_factor_and_every_latent_has_a_factor():
     g = torch.Generator().manual_seed(0)
     seen = set()
@@ -2296,6 +2320,13 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, na
     bad = run_cli("metric.py", str(out), check=False)  # not a β-VAE: pointed to baselines.py
     assert_one_line_error(bad)
     assert "baselines.py --table" in bad.stderr
+    if name == "dcign":  # its benchmark times both unpoolings in one run
+        bench = run_cli("baselines.py", "--train", name, "--benchmark", *small[:4])
+        assert "UnpoolConv2d" in bench.stdout and "nn.Upsample + nn.Conv2d" in bench.stdout
+        assert re.search(r"the transposed unpooling is \d+\.\d\dx the plain one", bench.stdout)
+    bad = run_cli("baselines.py", "--benchmark", *small[:4], check=False)
+    assert_one_line_error(bad)
+    assert "give --train dcign" in bad.stderr
 
 
 @harness
