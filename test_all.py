@@ -2637,6 +2637,7 @@ def write_table(path: Path, rows: list[dict]) -> Path:
     """A table as metric.py --csv writes one."""
     fields = ["checkpoint", "beta", "beta_norm", "latents", "seed", "subsample", "flip_noise",
               "score_L16", "recon", "kl", "active"]
+    fields = list(dict.fromkeys(fields + [k for row in rows for k in row]))  # --best-angle's too
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
@@ -2666,6 +2667,22 @@ def test_the_sweep_and_continuity_figures_draw_metric_py_tables(tmp_path):
     for bad in (tmp_path / "missing.csv", write_table(tmp_path / "x.csv", [])):
         result = run_cli("traverse.py", "--sweep", str(bad), "--out", str(png), check=False)
         assert_one_line_error(result)
+    # the alignment figure: two recipes' --best-angle tables, a collapsed replica left out
+    recipes = [write_table(tmp_path / f"{name}.csv",
+                           [dict(checkpoint=f"{name}/b4_s{s}.pt", latents=10, recon=100,
+                                 score_L16=0.8, angle=angle, best_score_L16=0.9)
+                            for s, angle in enumerate(angles)])
+               for name, angles in (("plain", (3.0, 22.0, "")), ("capacity", (1.0, 44.0)))]
+    png = tmp_path / "alignment.png"
+    result = run_cli("traverse.py", "--alignment", f"CPU recipe={recipes[0]}", str(recipes[1]),
+                     "--out", str(png))
+    assert "1 replica(s) without a position pair left out" in result.stdout
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    assert all((pixels == colour).all(1).sum() > 100 for colour in traverse.CURVE_COLOURS[:2])
+    no_angle = run_cli("traverse.py", "--alignment", str(tmp_path / "g.csv"), "--out", str(png),
+                       check=False)
+    assert_one_line_error(no_angle)
+    assert "metric.py --best-angle" in no_angle.stderr
 
 
 @harness

@@ -28,6 +28,7 @@ runs.py and explorer_template.html beside it (pillow for the pictures).
     python traverse.py --rotation runs/fig6/b4_s[0-3].pt --out rotation.png  # the objective's blind spot
     python traverse.py --sweep scores.csv --out fig6_right.png   # score and recon against β_norm, M
     python traverse.py --continuity fig8.csv noise*.csv --out fig8.png   # A.8: continuity, noise
+    python traverse.py --alignment "capacity=cap.csv" plain.csv   # metric.py --best-angle: angles
 """
 
 import argparse
@@ -587,6 +588,48 @@ def continuity_figure(rows: list[dict], path: Path) -> None:
     side_by_side([left, right]).save(path)
 
 
+def alignment_figure(specs: list[str], path: Path) -> None:
+    """How often a recipe aligns position: for each metric.py --best-angle table (`label=path` or
+    path, one recipe's replicas), a histogram of the replicas' position angles in 5° bins (left),
+    and each replica's score at L = 16 against its angle, with a line up to its score with the
+    pair turned to its best θ (right). Replicas without a position pair are left out, said in one
+    line."""
+    recipes = []
+    for spec in specs:
+        label, table = split_checkpoint(spec)
+        rows = read_table([table])
+        if "angle" not in rows[0]:
+            raise UsageError(f"{table} has no angle column: score with metric.py --best-angle --csv")
+        kept = [r for r in rows if r["angle"] != ""]
+        if len(kept) < len(rows):
+            metric.say(f"{table}: {len(rows) - len(kept)} replica(s) without a position pair "
+                       f"left out")
+        recipes.append((label or Path(table).stem, kept))
+    counts = [[sum(5 * k <= min(r["angle"], 44.99) < 5 * k + 5 for r in rows) for k in range(9)]
+              for _, rows in recipes]
+    top = max(2, max(max(c) for c in counts))
+    step = math.ceil(top / 5)  # ≤ 6 ticks
+    left, ld, lxy = score_axes(45, range(0, 46, 5), "angle of the position latents (degrees)",
+                               "replicas in each 5-degree bin of the position angle",
+                               y_ticks=tuple(range(0, top + step, step)), unit="")
+    right, rd, rxy = score_axes(45, range(0, 46, 5), "angle of the position latents (degrees)",
+                                "score at L = 16: as trained (dot), pair turned to its best (line)")
+    width = 5 / (len(recipes) + 1)  # the bars of one bin side by side
+    for i, ((label, rows), bins) in enumerate(zip(recipes, counts)):
+        colour = CURVE_COLOURS[i % len(CURVE_COLOURS)]
+        for k, n in enumerate(bins):
+            if n:
+                x0, y0 = lxy(5 * k + (i + 0.5) * width, n)
+                x1, y1 = lxy(5 * k + (i + 1.5) * width, 0)
+                ld.rectangle((x0, y0, x1, y1), fill=colour)
+        for r in rows:
+            dot(rd, rxy(r["angle"], 100 * r["score_L16"]), colour)
+            rd.line([rxy(r["angle"], 100 * r["score_L16"]),
+                     rxy(r["angle"], 100 * r["best_score_L16"])], fill=colour, width=2)
+        legend(ld, i, len(recipes), label, colour)
+    side_by_side([left, right]).save(path)
+
+
 def seed_images(config: dict, source: shapes.Shapes | shapes.DSpritesNpz | shapes.ImageFolder,
                 n: int, generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """The images whose codes the traversals start from: (S, C, 64, 64) and a name for each."""
@@ -796,6 +839,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--continuity", nargs="+", metavar="CSV",
                    help="instead: Fig. 8 (A.8) from metric.py --csv tables of --subsample models "
                         "and of --flip-noise scores, into --out PNG")
+    p.add_argument("--alignment", nargs="+", metavar="CSV",
+                   help="the alignment figure: metric.py --best-angle --csv tables, one recipe "
+                        "each (label=path or path)")
     p.add_argument("--out",
                    help="folder for the figures (default: <checkpoint stem>_figures beside it); "
                         "with --curves, the PNG")
@@ -820,9 +866,9 @@ def main() -> None:
     p = build_parser()
     args = p.parse_args()
     if sum(x is not None for x in (args.checkpoint, args.curves, args.replicas, args.rotation,
-                                   args.sweep, args.continuity)) != 1:
+                                   args.sweep, args.continuity, args.alignment)) != 1:
         p.error("give a checkpoint, or --curves CSV ..., --replicas CKPT ..., --rotation CKPT ..., "
-                "--sweep CSV ... or --continuity CSV ...")
+                "--sweep CSV ..., --continuity CSV ... or --alignment CSV ...")
     with cli_errors("traverse.py"):
         set_threads(args.threads)
         if args.curves:
@@ -840,6 +886,9 @@ def main() -> None:
         elif args.continuity:
             out = Path(args.out or "continuity.png")
             continuity_figure(read_table(args.continuity), out)
+        elif args.alignment:
+            out = Path(args.out or "alignment.png")
+            alignment_figure(args.alignment, out)
         else:
             figures(args)
             return
