@@ -465,7 +465,10 @@ def benchmark_dcign(config: dict, device: torch.device, rounds: int = 4, steps: 
 
 INFOGAN_CODES = 5  # continuous codes c ~ U(−1, 1)
 INFOGAN_NOISE = 5  # noise variables, N(0, 1)
-INFOGAN_LAMBDA = 1.0  # weight λ of the mutual-information term
+INFOGAN_LAMBDA = 1.0  # weight λ of the mutual-information term (Chen et al., App. C)
+# Q's Gaussian over the codes: "learned" σ (Chen et al., App. C) or "fixed" σ = 1 (their released
+# code's continuous codes), a flag
+Q_STD = ("learned", "fixed")
 INFOGAN_LR_G = 1e-3  # Adam (A.2)
 INFOGAN_LR_D = 2e-4
 INFOGAN_BETAS = (0.5, 0.999)  # Adam's β1 of DCGAN, which InfoGAN builds on
@@ -526,11 +529,14 @@ def info_nll(c: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.T
 
 
 class InfoGANTrainer(train.Trainer):
-    """One discriminator-and-Q step, then one generator step, per batch; Adam for each side."""
+    """One discriminator-and-Q step, then one generator step, per batch; Adam for each side.
+    config's info_lambda is λ and its q_std "learned" or "fixed" (σ = 1)."""
 
     def __init__(self, config: dict, device: torch.device):
         super().__init__(config, device)
         m = self.model
+        self.info_lambda = config.get("info_lambda", INFOGAN_LAMBDA)
+        self.fixed_std = config.get("q_std", Q_STD[0]) == "fixed"
         # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
         self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(),
                                            *m.q_head.parameters()],
@@ -567,22 +573,28 @@ class InfoGANTrainer(train.Trainer):
             d_fake, mu, logvar = m.discriminate(noisy(fake.detach()))
         is_real, is_fake = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
         d_loss = bce(d_real.float(), is_real) + bce(d_fake.float(), is_fake)
-        q_loss = info_nll(c, mu.float(), logvar.float())
+        q_loss = info_nll(c, *self.q_gaussian(mu, logvar))
         self.optimizer.zero_grad(set_to_none=True)
-        (d_loss + INFOGAN_LAMBDA * q_loss).backward()
+        (d_loss + self.info_lambda * q_loss).backward()
         self.optimizer.step()
 
         with self.autocast:
             d_fake_g, mu, logvar = m.discriminate(noisy(fake))
         g_loss = bce(d_fake_g.float(), is_real)  # non-saturating: −log D(G(c, noise))
-        mi = info_nll(c, mu.float(), logvar.float())
+        mi = info_nll(c, *self.q_gaussian(mu, logvar))
         self.optimizer_g.zero_grad(set_to_none=True)
-        (g_loss + INFOGAN_LAMBDA * mi).backward()
+        (g_loss + self.info_lambda * mi).backward()
         self.optimizer_g.step()
         self.step_count += 1
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "info_nll": mi.detach(),
                 "d_real": torch.sigmoid(d_real).mean().detach(),
                 "d_fake": torch.sigmoid(d_fake).mean().detach()}
+
+    def q_gaussian(self, mu: torch.Tensor,
+                   logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q's mean and log-variance (B, codes) in fp32; log σ² = 0 where σ is fixed."""
+        mu = mu.float()
+        return mu, torch.zeros_like(mu) if self.fixed_std else logvar.float()
 
     def report(self, mean: dict[str, torch.Tensor]) -> tuple[str, dict[str, float]]:
         fields = {k: v.item() for k, v in mean.items()}
@@ -865,6 +877,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=positive_int,
                    help="steps between disentanglement scores in the CSV")
     t.add_argument("--bf16", action="store_true", help="departure: bfloat16 autocast for speed")
+    t.add_argument("--info-lambda", type=positive_float, default=INFOGAN_LAMBDA,
+                   help=f"InfoGAN: weight λ of the mutual-information term "
+                        f"(default {INFOGAN_LAMBDA:g}, Chen et al.'s)")
+    t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
+                   help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
+                        "or fixed at 1 (their released code's)")
     p.add_argument("--no-cache", action="store_true",
                    help="encode the checkpoints afresh; neither read nor write their "
                         "<stem>.codes.pt")
@@ -881,7 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
 CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
-                  "save_minutes", "eval_every", "bf16"}
+                  "save_minutes", "eval_every", "bf16", "info_lambda", "q_std"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -903,6 +921,8 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
               "batch_size": args.train_batch_size, "steps": args.steps, "seed": args.train_seed,
               "bf16": args.bf16, "log_every": args.log_every, "save_every": args.save_every,
               "save_minutes": args.save_minutes, "eval_every": args.eval_every}
+    if args.train == "infogan":
+        config |= {"info_lambda": args.info_lambda, "q_std": args.q_std}
     runs.settle_bf16(config, device)
     return config
 

@@ -763,6 +763,20 @@ def test_dcign_batches_vary_one_factor_and_every_latent_has_a_factor():
                   for i in latents) == list(range(10))
 
 
+def test_infogan_q_std_flag_fixes_sigma_at_one_and_lambda_reaches_the_trainer(tmp_path):
+    args = baselines.build_parser().parse_args(["--train", "infogan", "--q-std", "fixed",
+                                                "--info-lambda", "0.05"])
+    config = baselines.baseline_config(args, str(tmp_path / "i.pt"), torch.device("cpu"))
+    assert config["q_std"] == "fixed" and config["info_lambda"] == 0.05
+    trainer = baselines.InfoGANTrainer(config, torch.device("cpu"))
+    mu, logvar = torch.randn(4, 5), torch.randn(4, 5)
+    fixed_mu, fixed_logvar = trainer.q_gaussian(mu, logvar)
+    assert torch.equal(fixed_mu, mu) and torch.equal(fixed_logvar, torch.zeros(4, 5))
+    assert trainer.info_lambda == 0.05
+    trainer.fixed_std = False  # the default: Q's own log-variance
+    assert torch.equal(trainer.q_gaussian(mu, logvar)[1], logvar)
+
+
 def test_infogan_mutual_information_term_against_a_hand_computation():
     c = torch.tensor([[0.5, -1.0], [0.5, -1.0]])
     mu = torch.zeros(2, 2)
@@ -2317,6 +2331,10 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, na
         run_cli("baselines.py", "--train", name, "--steps", "15", *small[:-1], str(unbroken))
         a, b = torch.load(out, weights_only=True), torch.load(unbroken, weights_only=True)
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+        refused = run_cli("baselines.py", "--train", name, "--steps", "20", "--resume",
+                          "--q-std", "fixed", *small, check=False)
+        assert_one_line_error(refused)
+        assert "--q-std fixed differs from its learned" in refused.stderr
     bad = run_cli("metric.py", str(out), check=False)  # not a β-VAE: pointed to baselines.py
     assert_one_line_error(bad)
     assert "baselines.py --table" in bad.stderr
