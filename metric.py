@@ -790,6 +790,12 @@ def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor,
     return pair
 
 
+def score_settings(args: argparse.Namespace, factors: tuple[int, ...]) -> dict:
+    """disentanglement_score's settings from the command line, all but L and the seed."""
+    return dict(n_train=args.n_train, n_test=args.n_test, factors=factors,
+                steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+
+
 def probe_pair(model: torch.nn.Module, codes: torch.Tensor, rotate: list[int] | None,
                x: torch.Tensor, path: str) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
     """The pair to turn (`rotation_pair`, each latent's KL read on the probe images x), and the
@@ -817,8 +823,7 @@ def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor,
         f"{sigma[1]:.3f}, |log σ_{i} − log σ_{j}| {apart:.2f} per image; "
         f"Eq. 4 (β = {beta:g}) on {len(x):,} fixed images with fixed noise ε, with logvar "
         f"kept and turned along; scores at seed {args.seed}, {args.n_train} train points")
-    score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors, seed=args.seed,
-                 steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+    score = {**score_settings(args, factors), "seed": args.seed}
     say(f"  {'θ':>4}  {'Eq. 4':>8}  {'vs 0°':>7}  {'KL':>6}  {'σ turned':>8}  {'vs 0°':>7}  "
         f"{'angle':>6}  "
         + "  ".join(f"{f'L = {L}':>7}" for L in replicas.ROTATION_L))
@@ -830,7 +835,6 @@ def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor,
             f"{row['kl']:6.2f}  {row['loss_turned']:8.2f}  "
             f"{row['loss_turned'] / first['loss'] - 1:+7.2%}  {row['angle']:5.1f}°  "
             + "  ".join(f"{row[f'score_L{L}']:7.2%}" for L in replicas.ROTATION_L))
-
 
 
 # degrees: a search over [0°, 90°) at the first step, then at the second within one first step of
@@ -879,8 +883,7 @@ def print_best_angle(path: str, model: torch.nn.Module, codes: torch.Tensor,
                                           sum(scores[L]) / seeds
                                           for L in args.L for k in ("theta", "score")}}
     choice, angle = args.seed + seeds, replicas.position_angle(codes, *pair)
-    score = dict(n_train=args.n_train, n_test=args.n_test, factors=factors,
-                 steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+    score = score_settings(args, factors)
     say(f"{path}: latents {pair[0]} and {pair[1]}, {angle:.1f}° from the (posX, posY) axes, turned "
         f"by the θ that scores best at classifier seed {choice} "
         f"({' then '.join(f'{s}°' for s in BEST_ANGLE_STEPS)} steps), scored at the seeds above")
