@@ -842,20 +842,27 @@ def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor,
 BEST_ANGLE_STEPS = (5, 1)
 
 
-def best_angle(codes: torch.Tensor, pair: tuple[int, int], L: int, seed: int, **score) -> int:
+def best_angle(codes: torch.Tensor, pair: tuple[int, int], L: int, seed: int,
+               progress: Progress = None, **score) -> int:
     """The turn θ in whole degrees, 0 to 89, of latents `pair` whose codes score best at L at the
     classifier seed `seed` (`score`: disentanglement_score's other settings). A turn by 90° swaps
     the pair and flips a sign, which the score does not see (z_diff is |z1 − z2|, standardised per
-    latent), so [0°, 90°) holds every turn; searched at BEST_ANGLE_STEPS."""
+    latent), so [0°, 90°) holds every turn; searched at BEST_ANGLE_STEPS, saying how far at least
+    every PROGRESS_SECONDS where `progress` is given."""
     import replicas
     coarse, fine = BEST_ANGLE_STEPS
-    scored = {}
+    scored, start = {}, time.perf_counter()
+    last = start
 
     def at(theta: int) -> float:
+        nonlocal last
         theta %= 90
         if theta not in scored:
             turned = replicas.rotate_codes(codes, *pair, theta)
             scored[theta] = disentanglement_score(turned, L=L, seed=seed, **score)
+            if progress is not None and time.perf_counter() - last >= PROGRESS_SECONDS:
+                last = time.perf_counter()
+                progress(f"  L = {L}: {len(scored)} turns scored ({last - start:.0f} s)")
         return scored[theta]
 
     first = max(range(0, 90, coarse), key=at)  # a tie keeps the first: the smallest turn
@@ -889,7 +896,7 @@ def print_best_angle(path: str, model: torch.nn.Module, codes: torch.Tensor,
         f"({' then '.join(f'{s}°' for s in BEST_ANGLE_STEPS)} steps), scored at the seeds above")
     best, columns = {}, {"angle": angle}
     for L in args.L:
-        theta = best_angle(codes, pair, L, choice, **score)
+        theta = best_angle(codes, pair, L, choice, progress=say, **score)
         turned = replicas.rotate_codes(codes, *pair, theta)
         best[L] = [disentanglement_score(turned, L=L, seed=args.seed + s, **score)
                    for s in range(seeds)]
