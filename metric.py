@@ -26,6 +26,7 @@ uses those, and for --latents and --rotate replicas.py and loss.py (neither impo
     python metric.py ckpt.pt --latents        # each latent's KL, factor and purity; position angle
     python metric.py ckpt.pt --rotate         # the position pair turned 0-90°: Eq. 4 and the score
     python metric.py ckpt.pt --best-angle     # the score with the position pair turned to its best
+    python metric.py ckpt.pt --subsample posY=:16 --latents   # on the part of the world it learnt
 """
 
 import argparse
@@ -66,11 +67,14 @@ Progress = Callable[[str], None] | None  # where a long phase reports, one whole
 def disentanglement_score(codes: Codes, *, L: int = DEFAULT_L, n_train: int = DEFAULT_N_TRAIN,
                           n_test: int = DEFAULT_N_TEST, factors: tuple[int, ...] = PAPER_FACTORS,
                           seed: int = 0, steps: int = CLASSIFIER_STEPS, lr: float = CLASSIFIER_LR,
-                          optimizer: str = CLASSIFIER, progress: Progress = None) -> float:
-    """The β-VAE metric (Sec. 3, A.4): accuracy of a linear classifier predicting y from z_diff."""
+                          optimizer: str = CLASSIFIER, progress: Progress = None,
+                          subset: dict[int, slice] | None = None) -> float:
+    """The β-VAE metric (Sec. 3, A.4): accuracy of a linear classifier predicting y from z_diff;
+    the pairs drawn from the whole world, or from a part of it (shapes.parse_subset)."""
     g = torch.Generator().manual_seed(seed)
-    x_train, y_train = z_diff_points(codes, n_train, L, factors, g, progress=progress)
-    x_test, y_test = z_diff_points(codes, n_test, L, factors, g, progress=progress)
+    x_train, y_train = z_diff_points(codes, n_train, L, factors, g, progress=progress,
+                                     subset=subset)
+    x_test, y_test = z_diff_points(codes, n_test, L, factors, g, progress=progress, subset=subset)
     label = {f: k for k, f in enumerate(factors)}  # factor id -> class of the classifier
     relabel = lambda y: torch.tensor([label[int(f)] for f in y])  # noqa: E731
     return fit_linear_classifier(x_train, relabel(y_train), x_test, relabel(y_test), len(factors),
@@ -79,12 +83,18 @@ def disentanglement_score(codes: Codes, *, L: int = DEFAULT_L, n_train: int = DE
 
 def z_diff_points(codes: Codes, n: int, L: int, factors: tuple[int, ...],
                   generator: torch.Generator, batch: int = 1000,
-                  progress: Progress = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  progress: Progress = None,
+                  subset: dict[int, slice] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """n points of Sec. 3: the mean over L pairs of |z1 − z2| (n, D), and the fixed
-    factor y (n,)."""
+    factor y (n,); the factor vectors uniform over the grid, or over part of it (`subset`)."""
+    if subset:
+        values = shapes.subset_values(subset)
+        draw = lambda m: shapes.sample_subset(values, m, generator)  # noqa: E731
+    else:
+        draw = lambda m: shapes.sample_factors(m, generator)  # noqa: E731
     y = torch.tensor(factors)[torch.randint(len(factors), (n,), generator=generator)]  # (n,)
-    v1 = shapes.sample_factors(n * L, generator).view(n, L, 5)
-    v2 = shapes.sample_factors(n * L, generator).view(n, L, 5)
+    v1 = draw(n * L).view(n, L, 5)
+    v2 = draw(n * L).view(n, L, 5)
     fixed = torch.nn.functional.one_hot(y, 5).bool()[:, None, :].expand(n, L, 5)
     v2 = torch.where(fixed, v1, v2)  # the pair agrees on factor y
     i1, i2 = shapes.classes_to_index(v1), shapes.classes_to_index(v2)  # (n, L)
@@ -319,7 +329,13 @@ def mig(codes: torch.Tensor, bins: int = 20, n_images: int | None = None, seed: 
     index = torch.arange(shapes.N_IMAGES) if n_images is None else \
         torch.randint(shapes.N_IMAGES, (n_images,), generator=torch.Generator().manual_seed(seed))
     classes = shapes.index_to_classes(index)  # (N, 5)
-    normalised = mutual_information(codes[index], classes, bins) / factor_entropy(classes)  # (D, 5)
+    return information_gap(mutual_information(codes[index], classes, bins)
+                           / factor_entropy(classes))
+
+
+def information_gap(normalised: torch.Tensor) -> float:
+    """MIG from the normalised mutual information I(z_d; v_k) / H(v_k) (D, 5): the gap between
+    each factor's two most informative dimensions, averaged over the factors."""
     # (2, 5): the two most informative dimensions
     top = normalised.topk(2, dim=0).values if len(normalised) > 1 else \
         torch.cat([normalised, torch.zeros_like(normalised)])
@@ -593,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip-noise", type=probability, default=0.0, metavar="P",
                    help="A.8: flip each pixel with probability P before encoding (codes encoded "
                         "afresh, not cached)")
+    p.add_argument("--subsample", nargs="+", metavar="FACTOR=SLICE",
+                   help="score on a part of the world, as train.py --subsample (e.g. posY=:16, a "
+                        "model trained there): the pairs, --latents and --best-angle read only "
+                        "its images")
     p.add_argument("--csv", help="also write one row per checkpoint: its settings, mean score at "
                                  "each L, and Eq. 4's recon and KL and active latents")
     p.add_argument("--seed", type=seed_arg, default=0, help="first classifier seed (default 0)")
@@ -634,8 +654,8 @@ def score_checkpoint(path: str, model: torch.nn.Module, config: dict, args: argp
     classifier = dict(steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
     scores = {}
     for L in args.L:
-        scores[L] = [disentanglement_score(codes, L=L, n_train=args.n_train, n_test=args.n_test,
-                                           factors=factors, seed=args.seed + s, **classifier)
+        scores[L] = [disentanglement_score(codes, L=L, seed=args.seed + s,
+                                           **score_settings(args, factors))
                      for s in range(seeds)]
         at = f" at L = {L}" if len(args.L) > 1 else ""
         say(f"{path}: disentanglement score{at} {', '.join(f'{s:.2%}' for s in scores[L])} "
@@ -654,7 +674,7 @@ def score_checkpoint(path: str, model: torch.nn.Module, config: dict, args: argp
             f"(dimensions pruned below "
             + ("std 0.05)" if args.dlib else "0.05 of the largest std)"))
     if args.latents:
-        print_latent_view(path, model, codes, config, args.probe_images, device)
+        print_latent_view(path, model, codes, config, args.probe_images, device, args.subset)
     if args.rotate is not None:
         print_rotation_sweep(path, model, codes, config, args, device, factors)
     if args.best_angle:
@@ -669,12 +689,14 @@ def table_row(path: str, model: torch.nn.Module, config: dict, scores: dict[int,
     and `best`: the columns of --best-angle."""
     import replicas
     from loss import ACTIVE_KL
-    x, eps = replicas.probe_batch(model.latents, args.probe_images, device=device)
+    x, eps = replicas.probe_batch(model.latents, args.probe_images, device=device,
+                                  subset=args.subset)
     parts = replicas.objective_on_batch(model, x, eps, config["beta"],
                                         config.get("likelihood", "bernoulli"))
     return {"checkpoint": path, "beta": config["beta"], "beta_norm": config.get("beta_norm"),
             "latents": config["latents"], "seed": config.get("seed"),
-            "subsample": " ".join(config.get("subsample") or []), "flip_noise": args.flip_noise,
+            "subsample": " ".join(config.get("subsample") or []),
+            "scored_on": " ".join(args.subsample or []), "flip_noise": args.flip_noise,
             **{f"score_L{L}": sum(s) / len(s) for L, s in scores.items()},
             "recon": parts["recon"].item(), "kl": parts["kl"].item(),
             "active": int((parts["kl_per_latent"] > ACTIVE_KL).sum()), **best}
@@ -696,9 +718,11 @@ def write_table(path: str, rows: list[dict]) -> None:
 # replicas.py's geometry of latents read with this file's score and mutual information; it imports
 # nothing of this file, so the command line reaches it without a cycle.
 
-def latent_summary(codes: torch.Tensor, kl: torch.Tensor, bins: int = 20) -> dict:
+def latent_summary(codes: torch.Tensor, kl: torch.Tensor, bins: int = 20,
+                   subset: dict[int, slice] | None = None) -> dict:
     """The per-latent view of a model as numbers: from its codes μ (737280, M) of all images and
-    each latent's mean KL (M,) in nats.
+    each latent's mean KL (M,) in nats; read over all images, or over a part of the world
+    (`subset`, shapes.parse_subset), where H(v_k) is that part's.
 
     Returns kl (M,), active (the latents of KL above ACTIVE_KL), nmi (M, 5): I(z_d; v_k) / H(v_k),
     factor and purity of each latent (`latent_factors`), pair (the position latents, or None),
@@ -706,15 +730,24 @@ def latent_summary(codes: torch.Tensor, kl: torch.Tensor, bins: int = 20) -> dic
     """
     import loss
     import replicas
-    classes = shapes.index_to_classes(torch.arange(shapes.N_IMAGES))  # (N, 5)
-    mi = mutual_information(codes, classes, bins)  # (M, 5)
-    pair = replicas.position_pair(mi, kl)
-    factors = replicas.latent_factors(mi)
+    index, mi, entropy = factor_information(codes, subset, bins)
+    pair = replicas.position_pair(mi, kl, entropy)
+    factors = replicas.latent_factors(mi, entropy)
     return {"kl": kl.tolist(), "active": [d for d in range(len(kl)) if kl[d] > loss.ACTIVE_KL],
-            "nmi": mi / replicas.FACTOR_ENTROPY, "factor": [f for f, _ in factors],
-            "purity": [p for _, p in factors],
-            "pair": pair, "angle": None if pair is None else replicas.position_angle(codes, *pair),
-            "mig": mig(codes, bins)}
+            "nmi": mi / entropy, "factor": [f for f, _ in factors],
+            "purity": [p for _, p in factors], "pair": pair,
+            "angle": None if pair is None else replicas.position_angle(codes, *pair, index),
+            "mig": information_gap(mi / entropy)}
+
+
+def factor_information(codes: torch.Tensor, subset: dict[int, slice] | None = None,
+                       bins: int = 20) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Over all images, or over a part of the world (`subset`): their DeepMind indices (N,), each
+    latent's mutual information with each factor I(z_d; v_k) (M, 5) and each factor's entropy
+    H(v_k) (5,), in nats."""
+    index = shapes.subset_index(subset) if subset else torch.arange(shapes.N_IMAGES)
+    classes = shapes.index_to_classes(index)  # (N, 5)
+    return index, mutual_information(codes[index], classes, bins), factor_entropy(classes)
 
 
 def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int, int], theta: float,
@@ -738,18 +771,21 @@ def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int,
 
 
 def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
-                      n_images: int, device: torch.device) -> None:
+                      n_images: int, device: torch.device,
+                      subset: dict[int, slice] | None = None) -> None:
     """--latents: each latent's mean KL, its normalised mutual information with each factor (an
     aligned latents × factors table), the factor it follows and how purely, the position angle and
-    MIG."""
+    MIG; over all images, or over the part of the world `subset`."""
     import loss
     import replicas
+    where = (f"the {len(shapes.subset_index(subset)):,} of the part scored" if subset else
+             f"all {shapes.N_IMAGES:,}")
     say(f"{path}: per-latent view: KL and recon on {n_images:,} fixed images, mutual information "
-        f"I(z; v) / H(v) over all {shapes.N_IMAGES:,} (codes μ in 20 bins)")
-    x, eps = replicas.probe_batch(model.latents, n_images, device=device)
+        f"I(z; v) / H(v) over {where} (codes μ in 20 bins)")
+    x, eps = replicas.probe_batch(model.latents, n_images, device=device, subset=subset)
     parts = replicas.objective_on_batch(model, x, eps, config["beta"],
                                         config.get("likelihood", "bernoulli"))
-    view = latent_summary(codes, parts["kl_per_latent"].cpu())
+    view = latent_summary(codes, parts["kl_per_latent"].cpu(), subset=subset)
     say(f"  active latents {len(view['active'])} of {model.latents} "
         f"(mean KL > {loss.ACTIVE_KL} nats); "
         f"KL {parts['kl']:.2f}, recon {parts['recon']:.2f}, "
@@ -770,20 +806,20 @@ def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, co
         say(f"  position plane: latents {a} and {b} "
             f"(most position information; the more posX one first), "
             f"{view['angle']:.1f}° from the (posX, posY) axes (0° aligned, 45° fully mixed)")
-    say(f"  MIG {view['mig']:.3f} (all images); purity: the share of a latent's information about "
+    say(f"  MIG {view['mig']:.3f} ({'the part scored' if subset else 'all images'}); purity: the share of a latent's information about "
         f"the factors that is about the one it follows")
 
 
-def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor,
-                  path: str) -> tuple[int, int]:
-    """The latents that --rotate turns: as given, or the position pair of the per-latent view."""
+def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor, path: str,
+                  subset: dict[int, slice] | None = None) -> tuple[int, int]:
+    """The latents that --rotate turns: as given, or the position pair of the per-latent view
+    (over the part of the world `subset`, where given)."""
     import replicas
     from runs import UsageError
     if rotate:
         return rotate[0], rotate[1]
-    pair = replicas.position_pair(mutual_information(codes,
-                                            shapes.index_to_classes(torch.arange(shapes.N_IMAGES))),
-                         kl)
+    _, mi, entropy = factor_information(codes, subset)
+    pair = replicas.position_pair(mi, kl, entropy)
     if pair is None:
         raise UsageError(f"{path} has fewer than two active latents: name the pair to turn, "
                          f"--rotate I J")
@@ -793,17 +829,20 @@ def rotation_pair(rotate: list[int], codes: torch.Tensor, kl: torch.Tensor,
 def score_settings(args: argparse.Namespace, factors: tuple[int, ...]) -> dict:
     """disentanglement_score's settings from the command line, all but L and the seed."""
     return dict(n_train=args.n_train, n_test=args.n_test, factors=factors,
-                steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier)
+                steps=args.classifier_steps, lr=args.classifier_lr, optimizer=args.classifier,
+                subset=args.subset)
 
 
 def probe_pair(model: torch.nn.Module, codes: torch.Tensor, rotate: list[int] | None,
-               x: torch.Tensor, path: str) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
+               x: torch.Tensor, path: str, subset: dict[int, slice] | None = None
+               ) -> tuple[tuple[int, int], torch.Tensor, torch.Tensor]:
     """The pair to turn (`rotation_pair`, each latent's KL read on the probe images x), and the
     probe's μ and logvar (B, M)."""
     import loss
     with torch.inference_mode():
         mu, logvar = (t.float().cpu() for t in model.encode(x))  # (B, M)
-    return rotation_pair(rotate, codes, loss.kl_per_latent(mu, logvar).mean(0), path), mu, logvar
+    kl = loss.kl_per_latent(mu, logvar).mean(0)  # (M,)
+    return rotation_pair(rotate, codes, kl, path, subset), mu, logvar
 
 
 def print_rotation_sweep(path: str, model: torch.nn.Module, codes: torch.Tensor, config: dict,
@@ -881,15 +920,17 @@ def print_best_angle(path: str, model: torch.nn.Module, codes: torch.Tensor,
     than two active latents: none, and the score unturned)."""
     import replicas
     from runs import UsageError
-    x, _ = replicas.probe_batch(model.latents, args.probe_images, device=device)
+    x, _ = replicas.probe_batch(model.latents, args.probe_images, device=device,
+                                subset=args.subset)
     try:
-        pair = probe_pair(model, codes, args.rotate, x, path)[0]
+        pair = probe_pair(model, codes, args.rotate, x, path, args.subset)[0]
     except UsageError:  # a collapsed model among many: no pair to turn, its scores stand
         say(f"{path}: fewer than two active latents, no position pair to turn")
         return scores, {"angle": None, **{f"best_{k}_L{L}": None if k == "theta" else
                                           sum(scores[L]) / seeds
                                           for L in args.L for k in ("theta", "score")}}
-    choice, angle = args.seed + seeds, replicas.position_angle(codes, *pair)
+    index = shapes.subset_index(args.subset) if args.subset else None  # the images of the angle
+    choice, angle = args.seed + seeds, replicas.position_angle(codes, *pair, index)
     score = score_settings(args, factors)
     say(f"{path}: latents {pair[0]} and {pair[1]}, {angle:.1f}° from the (posX, posY) axes, turned "
         f"by the θ that scores best at classifier seed {choice} "
@@ -901,8 +942,8 @@ def print_best_angle(path: str, model: torch.nn.Module, codes: torch.Tensor,
         best[L] = [disentanglement_score(turned, L=L, seed=args.seed + s, **score)
                    for s in range(seeds)]
         gain = sum(best[L]) / seeds - sum(scores[L]) / seeds
-        say(f"  L = {L}: turned by {theta}° ({replicas.position_angle(turned, *pair):.1f}° from "
-            f"the axes): {', '.join(f'{s:.2%}' for s in best[L])} "
+        after = replicas.position_angle(turned, *pair, index)
+        say(f"  L = {L}: turned by {theta}° ({after:.1f}° from the axes): {', '.join(f'{s:.2%}' for s in best[L])} "
             f"({100 * gain:+.2f} points on the scores above)")
         columns |= {f"best_theta_L{L}": theta, f"best_score_L{L}": sum(best[L]) / seeds}
     return best, columns
@@ -917,6 +958,16 @@ def main() -> None:
         if args.dlib and args.L not in (None, [DLIB_L]):
             raise UsageError(f"--dlib scores at disentanglement_lib's L = {DLIB_L}: leave --L out")
         args.L = list(dict.fromkeys(args.L or [DLIB_L if args.dlib else DEFAULT_L]))
+        try:
+            args.subset = shapes.parse_subset(args.subsample) or None
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        whole_world = [flag for flag, on in (("--table2", args.table2), ("--all", args.all),
+                                             ("--dlib", args.dlib),
+                                             ("--rotate", args.rotate is not None)) if on]
+        if args.subset and whole_world:
+            raise UsageError(f"{', '.join(whole_world)} reads the whole world: "
+                             f"leave out --subsample")
         device = pick_device(args.device)
         # fail before any work
         loaded = [load_shapes_checkpoint(path, device) for path in args.checkpoints]
@@ -933,7 +984,9 @@ def main() -> None:
             + f"L={', '.join(map(str, args.L))}, "
             f"{args.n_train} train / {args.n_test} test points, "
             f"factors {', '.join(shapes.FACTOR_NAMES[f] for f in factors)}; "
-            f"standardised z_diff, linear softmax, "
+            + (f"pairs from the part {' '.join(args.subsample)} "
+               f"({len(shapes.subset_index(args.subset)):,} images); " if args.subset else "")
+            + "standardised z_diff, linear softmax, "
             + classifier_description(args.classifier, args.classifier_steps, args.classifier_lr))
         scores, turned, rows = {L: [] for L in args.L}, {L: [] for L in args.L}, []
         for path, (model, config) in zip(args.checkpoints, loaded):

@@ -39,9 +39,11 @@ ROTATION_L = (16, 64)
 
 # ---------------------------------------------------------------- which latent carries which factor
 
-def latent_factors(mi: torch.Tensor) -> list[tuple[int, float]]:
+def latent_factors(mi: torch.Tensor,
+                   entropy: torch.Tensor = FACTOR_ENTROPY) -> list[tuple[int, float]]:
     """For each latent, the factor it follows and how purely, from its mutual information
-    `mi` (M, 5) in nats with each factor over all images (`mutual_information`).
+    `mi` (M, 5) in nats with each factor over all images (`mutual_information`), and each
+    factor's entropy H(v_k) (5,) over the same images (over part of the world: less).
 
     The factor is the one of largest I(z_d; v_k) / H(v_k): the largest share of a factor's entropy.
     Purity is I(z_d; v_k) / Σ_k' I(z_d; v_k'): the share of what the latent tells about the factors
@@ -49,18 +51,20 @@ def latent_factors(mi: torch.Tensor) -> list[tuple[int, float]]:
     factor alone has purity 1 exactly, and a latent that follows area (scale mixed with shape) has
     less.
     """
-    factor = (mi / FACTOR_ENTROPY).argmax(1)  # (M,)
+    factor = (mi / entropy).argmax(1)  # (M,)
     total = mi.sum(1).clamp_min(1e-12)  # a constant latent: purity 0, not 0/0
     return [(int(k), (mi[d, k] / total[d]).item()) for d, k in enumerate(factor)]
 
 
-def position_pair(mi: torch.Tensor, kl: torch.Tensor) -> tuple[int, int] | None:
+def position_pair(mi: torch.Tensor, kl: torch.Tensor,
+                  entropy: torch.Tensor = FACTOR_ENTROPY) -> tuple[int, int] | None:
     """The two active latents (mean KL above loss.ACTIVE_KL) that carry position: those of largest
     I(z_d; posX) / H(posX) + I(z_d; posY) / H(posY), as (the more posX one, the more posY one);
-    None with fewer than two active latents. A sum, so that a pair turned by 45° is still found."""
+    None with fewer than two active latents. A sum, so that a pair turned by 45° is still found.
+    `entropy`: H(v_k) (5,) over the images of `mi`."""
     if int((kl > objective.ACTIVE_KL).sum()) < 2:
         return None
-    normalised = (mi / FACTOR_ENTROPY)[:, POSITION]  # (M, 2)
+    normalised = (mi / entropy)[:, POSITION]  # (M, 2)
     position = torch.where(kl > objective.ACTIVE_KL, normalised.sum(1),
                            torch.tensor(-1.0, dtype=torch.float64))  # (M,)
     a, b = position.topk(2).indices.tolist()
@@ -68,11 +72,11 @@ def position_pair(mi: torch.Tensor, kl: torch.Tensor) -> tuple[int, int] | None:
     return (a, b) if x_minus_y[a] >= x_minus_y[b] else (b, a)
 
 
-def position_angle(codes: torch.Tensor, a: int, b: int) -> float:
+def position_angle(codes: torch.Tensor, a: int, b: int, index: torch.Tensor | None = None) -> float:
     """The angle in degrees, 0 to 45, between the plane of latents (a, b) and the true
-    (posX, posY) axes.
+    (posX, posY) axes, over all images or those of DeepMind indices `index` (part of the world).
 
-    Definition: fit z = W p + c by least squares over all images, where z = (μ_a, μ_b) and
+    Definition: fit z = W p + c by least squares over those images, where z = (μ_a, μ_b) and
     p = (posX, posY) as class indices (the same grid step on both axes); W is the 2×2 map from
     position to the two latents. Its polar decomposition W = R S (R orthogonal, S symmetric
     positive, from the SVD W = U Σ Vᵀ: R = U Vᵀ) separates the turn R from the latents' own
@@ -84,10 +88,9 @@ def position_angle(codes: torch.Tensor, a: int, b: int) -> float:
     by θ with `rotate_codes` moves the angle by θ (then folded), whatever the latents' scales
     and signs.
     """
-    # (N, 5): codes are in DeepMind order
-    classes = shapes.index_to_classes(torch.arange(len(codes)))
-    p = classes[:, POSITION].double()
-    z = codes[:, [a, b]].double()  # (N, 2)
+    index = torch.arange(len(codes)) if index is None else index  # codes are in DeepMind order
+    p = shapes.index_to_classes(index)[:, POSITION].double()  # (N, 2)
+    z = codes[index][:, [a, b]].double()  # (N, 2)
     p, z = p - p.mean(0), z - z.mean(0)
     W = torch.linalg.lstsq(p, z).solution.T  # (2, 2): z ≈ W p
     U, _, Vh = torch.linalg.svd(W)
@@ -147,11 +150,14 @@ def rotate_latents(model: torch.nn.Module, i: int, j: int, theta: float,
 
 
 def probe_batch(latents: int, n: int = PROBE_IMAGES, seed: int = 0,
-                device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed batch: n images drawn uniformly (B, 1, 64, 64) and fixed noise
-    ε (B, M) ~ N(0, I)."""
+                device: torch.device | str | None = None,
+                subset: dict[int, slice] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed batch: n images drawn uniformly (B, 1, 64, 64), from the whole world or a part of
+    it (shapes.parse_subset), and fixed noise ε (B, M) ~ N(0, I)."""
     g = torch.Generator().manual_seed(seed)
-    x = shapes.render(shapes.index_to_classes(torch.randint(shapes.N_IMAGES, (n,), generator=g)))
+    classes = (shapes.sample_subset(shapes.subset_values(subset), n, g) if subset else
+               shapes.index_to_classes(torch.randint(shapes.N_IMAGES, (n,), generator=g)))
+    x = shapes.render(classes)
     return x.to(device), torch.randn(n, latents, generator=g).to(device)
 
 

@@ -241,6 +241,21 @@ def subset_values(subset: dict[int, slice]) -> list[torch.Tensor]:
     return [torch.arange(size)[subset.get(f, slice(None))] for f, size in enumerate(FACTOR_SIZES)]
 
 
+def sample_subset(values: list[torch.Tensor], n: int,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """n factor vectors (n, 5) drawn uniformly over a part of the world, given the class indices
+    each factor keeps (`subset_values`); on the generator's device."""
+    on = "cpu" if generator is None else generator.device
+    return torch.stack([v.to(on)[torch.randint(len(v), (n,), generator=generator, device=on)]
+                        for v in values], 1)
+
+
+def subset_index(subset: dict[int, slice]) -> torch.Tensor:
+    """The DeepMind indices (N_part,) of the images of a part of the world, in index order."""
+    classes = torch.cartesian_prod(*subset_values(subset))  # (N_part, 5)
+    return classes_to_index(classes).sort().values
+
+
 class SubsetShapes(Shapes):
     """Training batches from part of the world (A.8): a factor keeps every k-th value (neighbours
     lie further apart: lower continuity) or a contiguous range (fewer images, same continuity)."""
@@ -253,9 +268,7 @@ class SubsetShapes(Shapes):
     def sample(self, n: int,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """n images (n, 1, 64, 64) and their classes (n, 5), uniform over the subset."""
-        on = "cpu" if generator is None else generator.device
-        classes = torch.stack([v.to(on)[torch.randint(len(v), (n,), generator=generator, device=on)]
-                               for v in self.values], 1).to(self.device)  # (n, 5)
+        classes = sample_subset(self.values, n, generator).to(self.device)  # (n, 5)
         return self.render(classes), classes
 
 

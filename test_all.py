@@ -577,6 +577,27 @@ def test_best_angle_turns_a_rotated_position_pair_back_and_scores_the_ceiling(gr
         metric.disentanglement_score(oblique, L=16, seed=0, **small) + 0.05
 
 
+def test_a_part_of_the_world_is_scored_on_its_images_alone(ground_truth):
+    # A model trained on part of the world (train.py --subsample) never saw the rest, where its
+    # codes mean nothing: here NaN. Scored on the part, nothing reads them, and the angle and the
+    # mutual information are the part's: posY's 16 values there fill 16 of the 20 bins, so the
+    # posY latent carries all of that part's H(posY) = log 16.
+    subset = shapes.parse_subset(["posY=:16"])
+    index = shapes.subset_index(subset)
+    assert len(index) == shapes.N_IMAGES // 2 and torch.equal(index, index.unique())
+    assert torch.equal(shapes.index_to_classes(index)[:, 4].unique(), torch.arange(16))
+    codes = torch.full((shapes.N_IMAGES, 7), float("nan"))
+    codes[index] = factor_codes(ground_truth)[index]
+    assert metric.disentanglement_score(codes, subset=subset, **SMALL) >= 0.99
+    view = metric.latent_summary(codes, torch.tensor([1.0, 1, 1, 1, 1, 1, 0]), subset=subset)
+    assert view["pair"] == (3, 4) and view["angle"] == pytest.approx(0, abs=1e-6)
+    assert view["nmi"][4, 4] == pytest.approx(1) and view["factor"][:5] == [0, 1, 2, 3, 4]
+    turned = replicas.rotate_codes(codes, 3, 4, 30)
+    assert replicas.position_angle(turned, 3, 4, index) == pytest.approx(30, abs=1e-4)
+    x, _ = replicas.probe_batch(5, 256, subset=subset)  # every probe image lies in the part
+    assert x[:, 0, 32:].sum() < x.sum() / 4  # posY=:16 is the top half: shapes rarely cross
+
+
 # ---------------------------------------------------------------- latent traversals and response
 #                                                                  maps: Figs. 1-4, 7 (traverse.py)
 
@@ -1996,6 +2017,21 @@ def test_metric_cli_latents_and_rotate_print_the_view_and_the_sweep_and_reject_a
     rows = list(csv.DictReader(open(table)))
     assert [r["best_theta_L16"] for r in rows] == ["", "0"]
     assert rows[0]["best_score_L16"] == rows[0]["score_L16"]
+    # on a part of the world: the pairs, the view and the angle read its images alone
+    monkeypatch.setattr(sys, "argv", ["metric.py", str(ckpt), "--subsample", "posY=:16",
+                                      "--latents", "--best-angle", "--csv", str(table), *small])
+    metric.main()
+    out = capsys.readouterr().out
+    assert "pairs from the part posY=:16 (368,640 images)" in out
+    # MIG rises from the whole world's 0.902: posY's 16 values there fill 16 of the 20 bins
+    assert "over the 368,640 of the part scored" in out and "MIG 0.932 (the part scored)" in out
+    row = next(csv.DictReader(open(table)))
+    assert row["scored_on"] == "posY=:16" and float(row["score_L16"]) > 0.9
+    for bad, why in [(["--table2"], "--table2 reads the whole world"),
+                     (["--rotate"], "--rotate reads the whole world"), ([], "posY=16")]:
+        spec = "posY=16" if not bad else "posY=:16"
+        assert why in main_error(monkeypatch, capsys, "metric.py", str(ckpt), "--subsample", spec,
+                                 *bad, *small)
 
 
 # One test for three CLIs, here with the first: metric.py, traverse.py and baselines.py refuse the
