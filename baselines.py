@@ -26,7 +26,8 @@ The file, top to bottom:
   PCA and ICA (A.3)        the whitened top 10 components; FastICA on them, one model per pair
                            of shapes
   DC-IGN (Table 1)         the network, its clamp, its batches and its trainer
-  InfoGAN (A.2)            the networks, the mutual-information term, the trainer, its sample figure
+  InfoGAN (A.2)            the networks, the mutual-information term, the trainer, the check that a
+                           sample looks like the world's (shape_like), the sample figure
   the Fig. 6 table         the row names, the registry TRAINED of DC-IGN and InfoGAN, scoring,
                            the table
   Table 2 (A.5)            each factor's linear-classifier accuracy beside the paper's
@@ -34,6 +35,7 @@ The file, top to bottom:
 """
 
 import argparse
+import functools
 import math
 import os
 import signal
@@ -586,6 +588,7 @@ class InfoGANTrainer(train.Trainer):
         (g_loss + self.info_lambda * mi).backward()
         self.optimizer_g.step()
         self.step_count += 1
+        self.fake = fake.detach()  # the last batch drawn, for report's shape_like
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "info_nll": mi.detach(),
                 "d_real": torch.sigmoid(d_real).mean().detach(),
                 "d_fake": torch.sigmoid(d_fake).mean().detach()}
@@ -597,16 +600,66 @@ class InfoGANTrainer(train.Trainer):
         return mu, torch.zeros_like(mu) if self.fixed_std else logvar.float()
 
     def report(self, mean: dict[str, torch.Tensor]) -> tuple[str, dict[str, float]]:
+        """The means of the steps since the last report, and the share of the last batch of
+        samples that look like the world's (`shape_like`)."""
         fields = {k: v.item() for k, v in mean.items()}
+        fields["shape_like"] = shape_like((self.fake + 1) / 2).float().mean().item()
         text = (f"D {fields['d_loss']:.3f} G {fields['g_loss']:.3f} "
                 f"−log Q(c|x) {fields['info_nll']:.3f} | "
-                f"D(real) {fields['d_real']:.2f} D(fake) {fields['d_fake']:.2f}")
+                f"D(real) {fields['d_real']:.2f} D(fake) {fields['d_fake']:.2f} | "
+                f"shape-like {fields['shape_like']:.0%}")
         return text, fields
 
 
+# A sample "looks like the world" when it is nearly binary and holds one object of a world object's
+# area: the checks that separate drawn shapes from textures and speckle.
+GREY_SHARE = 0.03  # at most this share of pixels between 0.1 and 0.9
+AREA_MARGIN = 0.2  # the object's area within the world's smallest and largest, ±20 %
+
+
+@functools.cache
+def world_areas() -> tuple[float, float]:
+    """The smallest and largest object area in pixels over the world's shapes, scales and
+    orientations, at the centre (position moves an area by rounding only)."""
+    classes = torch.cartesian_prod(torch.arange(3), torch.arange(6), torch.arange(40),
+                                   torch.tensor([16]), torch.tensor([16]))  # (720, 5)
+    area = shapes.render(classes).sum((1, 2, 3))  # (720,)
+    return area.min().item(), area.max().item()
+
+
+def objects(mask: torch.Tensor) -> torch.Tensor:
+    """The number of 8-connected objects in each mask (B, H, W) bool: (B,). Each pixel takes the
+    largest label in its 3×3 neighbourhood until nothing changes; an object's largest pixel index
+    is then its label, held by that pixel alone of its object. 8-connected, because a rendered
+    heart's thin tip can touch its body at a corner only."""
+    B, H, W = mask.shape
+    on = mask[:, None].float()  # (B, 1, H, W)
+    own = torch.arange(1, H * W + 1, dtype=torch.float32).view(1, 1, H, W) * on  # 0 off; exact
+    labels = own
+    while True:
+        grown = nn.functional.max_pool2d(labels, 3, stride=1, padding=1) * on
+        if torch.equal(grown, labels):
+            return ((labels == own) & (on > 0)).sum((1, 2, 3))
+        labels = grown
+
+
+def shape_like(images: torch.Tensor) -> torch.Tensor:
+    """Which images (B, 1, 64, 64) in [0, 1] look like the world's: nearly binary (GREY_SHARE),
+    one object above 0.5 (`objects`) and its area within the world's (`world_areas`, AREA_MARGIN
+    either side). (B,) bool: a generator that draws textures or speckle fails it, the world's own
+    images pass."""
+    x = images.float()[:, 0]  # (B, 64, 64)
+    grey = ((x > 0.1) & (x < 0.9)).float().mean((1, 2))
+    mask = x > 0.5
+    smallest, largest = world_areas()
+    area = mask.sum((1, 2))
+    return ((grey <= GREY_SHARE) & (objects(mask) == 1)
+            & (area >= (1 - AREA_MARGIN) * smallest) & (area <= (1 + AREA_MARGIN) * largest))
+
+
 def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> None:
-    """Each code swept over [−1, 1] with the rest fixed, beside random samples: did G learn the
-    shapes?"""
+    """Each code swept over [−1, 1] with the rest fixed, beside random samples and how many of
+    them look like the world's (`shape_like`): did G learn the shapes?"""
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     model.eval()
@@ -625,7 +678,8 @@ def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> 
                                     labels, title=title)
              for images, labels, title in (
                  (sweeps, [f"c{i + 1}" for i in range(model.codes)], "each code from -1 to 1"),
-                 (samples, None, "random samples"))]
+                 (samples, None, f"random samples, {shape_like((samples + 1) / 2).sum()} of "
+                                 f"{len(samples)} shape-like"))]
     traverse.side_by_side(grids).save(path)
 
 

@@ -798,6 +798,29 @@ def test_infogan_q_std_flag_fixes_sigma_at_one_and_lambda_reaches_the_trainer(tm
     assert torch.equal(trainer.q_gaussian(mu, logvar)[1], logvar)
 
 
+def test_shape_like_passes_the_worlds_images_and_fails_textures_speckle_grey_and_wrong_sizes():
+    # objects against a hand count: a diagonal touch joins (8-connected), a ring is one, dots three
+    masks = torch.zeros(3, 8, 8, dtype=torch.bool)
+    masks[0, 1, 1] = masks[0, 2, 2] = True
+    masks[1, 1:6, 1:6] = True
+    masks[1, 2:5, 2:5] = False
+    masks[2, 0, 0] = masks[2, 0, 7] = masks[2, 7, 3] = True
+    assert baselines.objects(masks).tolist() == [1, 1, 3]
+    world = shapes.render(shapes.sample_factors(256, torch.Generator().manual_seed(0)))
+    assert baselines.shape_like(world).all()  # every image of the world passes
+    left, right = (shapes.render(classes([0, 5, 0, x, 16])) for x in (0, 31))
+    square = torch.zeros(2, 1, 64, 64)
+    square[0, 0, 10:40, 10:40] = 1  # 900 pixels: larger than any object of the world
+    square[1, 0, 10:13, 10:13] = 1  # 9: smaller
+    stripes = torch.zeros(1, 1, 64, 64)
+    stripes[..., ::4, :] = 1  # a texture
+    for failing in (torch.maximum(left, right),  # two objects
+                    world[:8] * 0.5,  # grey
+                    torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(1)),
+                    square, stripes):
+        assert not baselines.shape_like(failing).any()
+
+
 def test_infogan_mutual_information_term_against_a_hand_computation():
     c = torch.tensor([[0.5, -1.0], [0.5, -1.0]])
     mu = torch.zeros(2, 2)
@@ -2363,6 +2386,10 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, mo
     assert net.encode(x)[0].shape == (4, 10 if name == "dcign" else baselines.INFOGAN_CODES)
     if name == "infogan":
         assert (tmp_path / "infogan_samples.png").exists()
+        # the share of the last batch's samples that look like shapes, logged beside the losses
+        log = list(csv.DictReader(open(tmp_path / "infogan.csv")))
+        assert all(0 <= float(row["shape_like"]) <= 1 for row in log) and "shape-like" in \
+            result.stdout
         # resuming restores both optimizers: 10 + 5 steps equal 15 unbroken ones
         run_cli("baselines.py", "--train", name, "--steps", "15", "--resume", *small)
         unbroken = tmp_path / "unbroken.pt"
