@@ -2747,18 +2747,22 @@ def test_the_sweep_and_continuity_figures_draw_metric_py_tables(tmp_path):
     for bad in (tmp_path / "missing.csv", write_table(tmp_path / "x.csv", [])):
         result = run_cli("traverse.py", "--sweep", str(bad), "--out", str(png), check=False)
         assert_one_line_error(result)
-    # the alignment figure: two recipes' --best-angle tables, a collapsed replica left out
+    # the alignment figure: two recipes' --best-angle tables, a collapsed replica left out, and a
+    # --latents table scored on a part of the world (no turned scores: dots alone)
     recipes = [write_table(tmp_path / f"{name}.csv",
                            [dict(checkpoint=f"{name}/b4_s{s}.pt", latents=10, recon=100,
                                  score_L16=0.8, angle=angle, best_score_L16=0.9)
                             for s, angle in enumerate(angles)])
                for name, angles in (("plain", (3.0, 22.0, "")), ("capacity", (1.0, 44.0)))]
+    recipes.append(write_table(tmp_path / "part.csv", [
+        dict(checkpoint="part/b4_s0.pt", latents=10, recon=100, score_L16=0.7, angle=12.0,
+             scored_on="posY=:16")]))
     png = tmp_path / "alignment.png"
     result = run_cli("traverse.py", "--alignment", f"CPU recipe={recipes[0]}", str(recipes[1]),
-                     "--out", str(png))
+                     str(recipes[2]), "--out", str(png))
     assert "1 replica(s) without a position pair left out" in result.stdout
     pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
-    assert all((pixels == colour).all(1).sum() > 100 for colour in traverse.CURVE_COLOURS[:2])
+    assert all((pixels == colour).all(1).sum() > 100 for colour in traverse.CURVE_COLOURS[:3])
     no_angle = run_cli("traverse.py", "--alignment", str(tmp_path / "g.csv"), "--out", str(png),
                        check=False)
     assert_one_line_error(no_angle)

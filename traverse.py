@@ -468,10 +468,10 @@ def score_axes(x_max: float, ticks, x_name: str, title: str,
 
 
 def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str,
-           colour: tuple[int, int, int]) -> None:
-    """Line i of n of a plot's legend, at its lower right."""
-    draw.text((56 + CURVE[0] - 170, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour,
-              font=font())
+           colour: tuple[int, int, int], left: bool = False) -> None:
+    """Line i of n of a plot's legend, at its lower right (or left)."""
+    x = 56 + 12 if left else 56 + CURVE[0] - 170
+    draw.text((x, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
 
 
 def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
@@ -502,13 +502,16 @@ def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
 
 # ---------------------------------------------------------------- Fig. 6 (right) and Fig. 8 (A.8)
 
+TEXT_COLUMNS = ("checkpoint", "subsample", "scored_on")  # metric.py --csv's columns not numbers
+
+
 def read_table(paths: list[str]) -> list[dict]:
     """The rows of metric.py --csv tables, their numbers as floats."""
     rows = []
     for path in paths:
         try:
             with open(path, newline="") as f:
-                rows += [{k: v if k in ("checkpoint", "subsample") or v == "" else float(v)
+                rows += [{k: v if k in TEXT_COLUMNS or v == "" else float(v)
                           for k, v in row.items()} for row in csv.DictReader(f)]
         except (OSError, ValueError, csv.Error) as e:
             raise UsageError(f"cannot read the table {path} ({e.__class__.__name__})") from None
@@ -592,8 +595,8 @@ def alignment_figure(specs: list[str], path: Path) -> None:
     """How often a recipe aligns position: for each metric.py --best-angle table (`label=path` or
     path, one recipe's replicas), a histogram of the replicas' position angles in 5° bins (left),
     and each replica's score at L = 16 against its angle, with a line up to its score with the
-    pair turned to its best θ (right). Replicas without a position pair are left out, said in one
-    line."""
+    pair turned to its best θ where the table has it (right). Replicas without a position pair are
+    left out, said in one line."""
     recipes = []
     for spec in specs:
         label, table = split_checkpoint(spec)
@@ -624,9 +627,10 @@ def alignment_figure(specs: list[str], path: Path) -> None:
                 ld.rectangle((x0, y0, x1, y1), fill=colour)
         for r in rows:
             dot(rd, rxy(r["angle"], 100 * r["score_L16"]), colour)
-            rd.line([rxy(r["angle"], 100 * r["score_L16"]),
-                     rxy(r["angle"], 100 * r["best_score_L16"])], fill=colour, width=2)
-        legend(ld, i, len(recipes), label, colour)
+            if isinstance(r.get("best_score_L16"), float):
+                rd.line([rxy(r["angle"], 100 * r["score_L16"]),
+                         rxy(r["angle"], 100 * r["best_score_L16"])], fill=colour, width=2)
+        legend(rd, i, len(recipes), label, colour, left=True)  # aligned replicas never score low
     side_by_side([left, right]).save(path)
 
 
