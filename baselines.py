@@ -247,12 +247,13 @@ def in_pair(index: torch.Tensor, pair: tuple[int, int], generator: torch.Generat
     return shapes.classes_to_index(classes)
 
 
-def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None,
-              seed: int = 0) -> tuple[metric.Codes, ICA]:
+def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None, seed: int = 0,
+              on_pair: bool = True) -> tuple[metric.Codes, ICA]:
     """FastICA on ICA_POINTS whitened PCA codes (737280, 10) of one pair of shapes (or all images).
 
     For a pair, the codes are a function that reads any index as the image of its factors
-    with one of the pair's shapes, so the metric sees only that pair's images.
+    with one of the pair's shapes, so the metric sees only that pair's images; with `on_pair`
+    False, the table of every image's sources, so the metric also shows it the third shape.
     """
     g = torch.Generator().manual_seed(seed)
     index = torch.randint(shapes.N_IMAGES, (ICA_POINTS,), generator=g)
@@ -260,27 +261,29 @@ def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None,
         index = in_pair(index, pair, g)
     ica = fast_ica(pca_codes[index], seed=seed)
     sources = ica(pca_codes.double()).float()  # (737280, 10)
-    if pair is None:
+    if pair is None or not on_pair:
         return sources, ica
     return (lambda index: sources[in_pair(index, pair, g)]), ica
 
 
 def ica_replicas(pca_codes: torch.Tensor, how: str,
                  log: Callable[[str], None]) -> tuple[list[metric.Codes], str]:
-    """The ICA row's replicas, fitted now: one per pair of shapes (how = "pairs", A.3) or one on all
-    shapes ("all"); and the table's note, which counts the models that converged."""
-    pairs = SHAPE_PAIRS if how == "pairs" else (None,)
+    """The ICA row's replicas, fitted now: one per pair of shapes (how = "pairs", A.3; each scored on
+    its pair's images, or with "pairs-on-all" on every image) or one on all shapes ("all"); and the
+    table's note, which counts the models that converged."""
+    pairs = (None,) if how == "all" else SHAPE_PAIRS
     replicas, converged = [], 0
     for pair in pairs:
-        codes, ica = ica_codes(pca_codes, pair)
+        codes, ica = ica_codes(pca_codes, pair, on_pair=how == "pairs")
         replicas.append(codes)
         converged += ica.converged
         which = ("all shapes" if pair is None
                  else "{" + ", ".join(shapes.SHAPE_NAMES[s] for s in pair) + "}")
         log(f"  ICA on {which}: {'converged' if ica.converged else 'NOT converged'} "
             f"after {ica.iterations} iterations")
-    models = ("one model per pair of shapes, each scored on its pair's images (as A.3)"
-              if how == "pairs" else "one model on all shapes (the paper fits one per pair)")
+    models = {"pairs": "one model per pair of shapes, each scored on its pair's images (as A.3)",
+              "pairs-on-all": "one model per pair of shapes, each scored on all three shapes",
+              "all": "one model on all shapes (the paper fits one per pair)"}[how]
     note = (f"ICA: FastICA (logcosh, symmetric) on {ICA_POINTS:,} whitened PCA codes, {models}; "
             f"{converged} of {len(pairs)} met the tolerance {ICA_TOL:g} in {ICA_MAX_ITER} "
             "iterations")
@@ -897,9 +900,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-images", type=positive_int, default=DEFAULT_PCA_IMAGES,
                    help=f"images the PCA covariance is computed on, drawn at random (default all "
                         f"{shapes.N_IMAGES:,}; fewer is faster but moves the PCA and ICA scores)")
-    p.add_argument("--ica", choices=("pairs", "all"), default="pairs",
-                   help="one FastICA model per pair of shapes, averaged (default, as A.3), "
-                        "or one on all")
+    p.add_argument("--ica", choices=("pairs", "pairs-on-all", "all"), default="pairs",
+                   help="one FastICA model per pair of shapes, each scored on its pair's images "
+                        "(default, as A.3) or on all images, or one model on all shapes")
     p.add_argument("--untrained-inits", type=positive_int, default=1,
                    help="random initialisations of the untrained VAE, one replica each (default 1)")
     t = p.add_argument_group("training DC-IGN and InfoGAN "

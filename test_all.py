@@ -712,6 +712,21 @@ def test_baselines_fast_ica_recovers_mixed_non_gaussian_sources():
     assert amari_error(torch.eye(3) + 0.5) > 0.3  # a mixture is far from it
 
 
+def test_ica_pair_models_are_scored_on_their_pair_or_on_every_image():
+    # 10 whitened "PCA codes" of independent uniform sources: a pair model sees only its shapes'
+    # images (A.3), unless asked to be scored on all three
+    g = torch.Generator().manual_seed(4)
+    pca_codes = (torch.rand(shapes.N_IMAGES, 10, generator=g) - 0.5) * 12 ** 0.5
+    on_pair, _ = baselines.ica_codes(pca_codes, (0, 2))
+    on_all, ica = baselines.ica_codes(pca_codes, (0, 2), on_pair=False)
+    index = torch.arange(0, shapes.N_IMAGES, 97)
+    assert torch.equal(on_all, ica(pca_codes.double()).float())  # every image, as it is
+    assert set(shapes.index_to_classes(index)[:, 0].tolist()) == {0, 1, 2}
+    ellipses = index[shapes.index_to_classes(index)[:, 0] == 1]  # read as a square or a heart
+    read = on_pair(ellipses)
+    assert not any(torch.equal(read[i], on_all[ellipses[i]]) for i in range(len(ellipses)))
+
+
 def test_baselines_in_pair_keeps_every_factor_but_shape():
     g = torch.Generator().manual_seed(3)
     index = torch.randint(shapes.N_IMAGES, (6000,), generator=g)
