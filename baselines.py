@@ -268,9 +268,9 @@ def ica_codes(pca_codes: torch.Tensor, pair: tuple[int, int] | None, seed: int =
 
 def ica_replicas(pca_codes: torch.Tensor, how: str,
                  log: Callable[[str], None]) -> tuple[list[metric.Codes], str]:
-    """The ICA row's replicas, fitted now: one per pair of shapes (how = "pairs", A.3; each scored on
-    its pair's images, or with "pairs-on-all" on every image) or one on all shapes ("all"); and the
-    table's note, which counts the models that converged."""
+    """The ICA row's replicas, fitted now: one per pair of shapes (how = "pairs", A.3; each
+    scored on its pair's images, or with "pairs-on-all" on every image) or one on all shapes
+    ("all"); and the table's note, which counts the models that converged."""
     pairs = (None,) if how == "all" else SHAPE_PAIRS
     replicas, converged = [], 0
     for pair in pairs:

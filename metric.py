@@ -747,7 +747,8 @@ def factor_information(codes: torch.Tensor, subset: dict[int, slice] | None = No
     H(v_k) (5,), in nats."""
     index = shapes.subset_index(subset) if subset else torch.arange(shapes.N_IMAGES)
     classes = shapes.index_to_classes(index)  # (N, 5)
-    return index, mutual_information(codes[index], classes, bins), factor_entropy(classes)
+    part = codes[index] if subset else codes  # the whole table is not copied
+    return index, mutual_information(part, classes, bins), factor_entropy(classes)
 
 
 def rotation_probe(model: torch.nn.Module, codes: torch.Tensor, pair: tuple[int, int], theta: float,
@@ -806,7 +807,8 @@ def print_latent_view(path: str, model: torch.nn.Module, codes: torch.Tensor, co
         say(f"  position plane: latents {a} and {b} "
             f"(most position information; the more posX one first), "
             f"{view['angle']:.1f}° from the (posX, posY) axes (0° aligned, 45° fully mixed)")
-    say(f"  MIG {view['mig']:.3f} ({'the part scored' if subset else 'all images'}); purity: the share of a latent's information about "
+    over = "the part scored" if subset else "all images"
+    say(f"  MIG {view['mig']:.3f} ({over}); purity: the share of a latent's information about "
         f"the factors that is about the one it follows")
 
 
@@ -943,7 +945,8 @@ def print_best_angle(path: str, model: torch.nn.Module, codes: torch.Tensor,
                    for s in range(seeds)]
         gain = sum(best[L]) / seeds - sum(scores[L]) / seeds
         after = replicas.position_angle(turned, *pair, index)
-        say(f"  L = {L}: turned by {theta}° ({after:.1f}° from the axes): {', '.join(f'{s:.2%}' for s in best[L])} "
+        say(f"  L = {L}: turned by {theta}° ({after:.1f}° from the axes): "
+            f"{', '.join(f'{s:.2%}' for s in best[L])} "
             f"({100 * gain:+.2f} points on the scores above)")
         columns |= {f"best_theta_L{L}": theta, f"best_score_L{L}": sum(best[L]) / seeds}
     return best, columns

@@ -88,9 +88,12 @@ def position_angle(codes: torch.Tensor, a: int, b: int, index: torch.Tensor | No
     by θ with `rotate_codes` moves the angle by θ (then folded), whatever the latents' scales
     and signs.
     """
-    index = torch.arange(len(codes)) if index is None else index  # codes are in DeepMind order
+    if index is None:  # codes are in DeepMind order
+        index, z = torch.arange(len(codes)), codes[:, [a, b]]
+    else:
+        z = codes[index][:, [a, b]]
     p = shapes.index_to_classes(index)[:, POSITION].double()  # (N, 2)
-    z = codes[index][:, [a, b]].double()  # (N, 2)
+    z = z.double()  # (N, 2)
     p, z = p - p.mean(0), z - z.mean(0)
     W = torch.linalg.lstsq(p, z).solution.T  # (2, 2): z ≈ W p
     U, _, Vh = torch.linalg.svd(W)
