@@ -710,6 +710,19 @@ def test_baselines_fast_ica_recovers_mixed_non_gaussian_sources():
     assert ica.converged
     assert amari_error(ica.unmixing @ mixing) < 0.1
     assert amari_error(torch.eye(3) + 0.5) > 0.3  # a mixture is far from it
+    stopped = baselines.fast_ica(sources @ mixing.T, max_iter=2)  # --ica-max-iter 2
+    assert (stopped.iterations, stopped.converged) == (2, False)
+
+
+def test_ica_replicas_stop_at_the_iterations_asked_and_say_which_models_converged():
+    g = torch.Generator().manual_seed(5)
+    pca_codes = (torch.rand(shapes.N_IMAGES, 10, generator=g) - 0.5) * 12 ** 0.5  # (737280, 10)
+    lines = []
+    replicas, note = baselines.ica_replicas(pca_codes, "pairs", lines.append, max_iter=3)
+    assert len(replicas) == 3
+    assert lines == [f"  ICA on {{{pair}}}: NOT converged after 3 iterations"
+                     for pair in ("square, ellipse", "square, heart", "ellipse, heart")]
+    assert "0 of 3 met the tolerance 0.0001 in 3 iterations" in note
 
 
 def test_ica_pair_models_are_scored_on_their_pair_or_on_every_image():
