@@ -35,6 +35,7 @@ The file, top to bottom:
 """
 
 import argparse
+import copy
 import functools
 import math
 import os
@@ -660,23 +661,55 @@ def shape_like(images: torch.Tensor) -> torch.Tensor:
             & (area >= (1 - AREA_MARGIN) * smallest) & (area <= (1 + AREA_MARGIN) * largest))
 
 
+def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator) -> torch.Tensor:
+    """G's input (n, codes + noise) as in training: codes c ~ U(−1, 1), noise ~ N(0, 1)."""
+    return torch.cat([torch.rand(n, model.codes, generator=generator) * 2 - 1,
+                      torch.randn(n, model.noise, generator=generator)], 1)
+
+
+def precise_batch_norm(module: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """A copy of `module` in eval mode whose batch norms hold the mean of the statistics of
+    `batches` (each fed through it in train mode), the module itself untouched.
+
+    Why: training keeps running averages with momentum 0.1, the last ~10 steps, and InfoGAN's G
+    moves enough in that many steps that eval-mode samples drawn with them are worse than the
+    batches it was trained on; statistics measured on the weights as they are fix that.
+    """
+    fresh = copy.deepcopy(module).train()
+    for norm in fresh.modules():
+        if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain mean over the batches
+    with torch.no_grad():
+        for x in batches:
+            fresh(x)
+    return fresh.eval()
+
+
+def sampling_generator(model: InfoGAN, batches: int = 64, batch_size: int = 64,
+                       seed: int = 0) -> nn.Module:
+    """G in eval mode with batch-norm statistics of `batches` batches of its own samples
+    (`precise_batch_norm`): the generator the sample figure and `shape_like` shares read."""
+    g = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    return precise_batch_norm(model.generator, (infogan_inputs(model, batch_size, g).to(device)
+                                                for _ in range(batches)))
+
+
 def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> None:
     """Each code swept over [−1, 1] with the rest fixed, beside random samples and how many of
     them look like the world's (`shape_like`): did G learn the shapes?"""
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    model.eval()
+    generator = sampling_generator(model, seed=seed)
     with torch.no_grad():
         base = torch.cat([torch.zeros(1, model.codes),
                           torch.randn(1, model.noise, generator=g)], 1)  # (1, 10)
         inputs = base.repeat(model.codes, columns, 1)  # (codes, columns, 10)
         for i in range(model.codes):
             inputs[i, :, i] = torch.linspace(-1, 1, columns)
-        sweeps = model.generator(inputs.flatten(0, 1).to(device))  # (codes · columns, 1, 64, 64)
-        random = torch.cat([torch.rand(model.codes * columns, model.codes, generator=g) * 2 - 1,
-                            torch.randn(model.codes * columns, model.noise, generator=g)], 1)
-        samples = model.generator(random.to(device))
-    model.train()
+        sweeps = generator(inputs.flatten(0, 1).to(device))  # (codes · columns, 1, 64, 64)
+        samples = generator(infogan_inputs(model, model.codes * columns, g).to(device))
     grids = [traverse.labelled_grid(((images + 1) / 2).view(model.codes, columns, 1, 64, 64),
                                     labels, title=title)
              for images, labels, title in (
