@@ -686,7 +686,7 @@ def precise_batch_norm(module: nn.Module, batches: Iterable[torch.Tensor]) -> nn
     return fresh.eval()
 
 
-def sampling_generator(model: InfoGAN, batches: int = 64, batch_size: int = 64,
+def sampling_generator(model: InfoGAN, batches: int = 8, batch_size: int = 64,
                        seed: int = 0) -> nn.Module:
     """G in eval mode with batch-norm statistics of `batches` batches of its own samples
     (`precise_batch_norm`): the generator the sample figure and `shape_like` shares read."""
