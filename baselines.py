@@ -27,7 +27,8 @@ The file, top to bottom:
                            of shapes
   DC-IGN (Table 1)         the network, its clamp, its batches and its trainer
   InfoGAN (A.2)            the networks, the mutual-information term, the trainer, the check that a
-                           sample looks like the world's (shape_like), the sample figure
+                           sample looks like the world's (shape_like), G with fresh batch-norm
+                           statistics for sampling (sampling_generator), the sample figure
   the Fig. 6 table         the row names, the registry TRAINED of DC-IGN and InfoGAN, scoring,
                            the table
   Table 2 (A.5)            each factor's linear-classifier accuracy beside the paper's
