@@ -535,6 +535,14 @@ def info_nll(c: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.T
     return 0.5 * (math.log(2 * math.pi) + logvar + (c - mu).pow(2) * (-logvar).exp()).sum(1).mean()
 
 
+def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """G's input (n, codes + noise), drawn from `generator` on `device`: the codes c ~ U(−1, 1)
+    in the first `model.codes` columns, then the noise ~ N(0, 1)."""
+    c = torch.rand(n, model.codes, generator=generator, device=device) * 2 - 1
+    return torch.cat([c, torch.randn(n, model.noise, generator=generator, device=device)], 1)
+
+
 class InfoGANTrainer(train.Trainer):
     """One discriminator-and-Q step, then one generator step, per batch; Adam for each side.
     config's info_lambda is λ and its q_std "learned" or "fixed" (σ = 1)."""
@@ -565,9 +573,8 @@ class InfoGANTrainer(train.Trainer):
         m, n = self.model, self.config["batch_size"]
         x, _ = self.source.sample(n, self.data_generator)  # (B, 1, 64, 64) in {0, 1}
         real = 2 * x - 1
-        # (B, 5) ~ U(−1, 1)
-        c = torch.rand(n, m.codes, generator=self.noise, device=self.device) * 2 - 1
-        noise = torch.randn(n, m.noise, generator=self.noise, device=self.device)
+        inputs = infogan_inputs(m, n, self.noise, self.device)  # (B, 10)
+        c = inputs[:, :m.codes]  # (B, 5) ~ U(−1, 1)
         bce = nn.functional.binary_cross_entropy_with_logits
 
         def noisy(images: torch.Tensor) -> torch.Tensor:
@@ -575,7 +582,7 @@ class InfoGANTrainer(train.Trainer):
                                                          dtype=images.dtype, device=images.device)
 
         with self.autocast:
-            fake = m.generator(torch.cat([c, noise], 1))  # (B, 1, 64, 64)
+            fake = m.generator(inputs)  # (B, 1, 64, 64)
             d_real, _, _ = m.discriminate(noisy(real))
             d_fake, mu, logvar = m.discriminate(noisy(fake.detach()))
         is_real, is_fake = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
@@ -660,12 +667,6 @@ def shape_like(images: torch.Tensor) -> torch.Tensor:
     area = mask.sum((1, 2))
     return ((grey <= GREY_SHARE) & (objects(mask) == 1)
             & (area >= (1 - AREA_MARGIN) * smallest) & (area <= (1 + AREA_MARGIN) * largest))
-
-
-def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator) -> torch.Tensor:
-    """G's input (n, codes + noise) as in training: codes c ~ U(−1, 1), noise ~ N(0, 1)."""
-    return torch.cat([torch.rand(n, model.codes, generator=generator) * 2 - 1,
-                      torch.randn(n, model.noise, generator=generator)], 1)
 
 
 def precise_batch_norm(module: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
