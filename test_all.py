@@ -2458,6 +2458,33 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, mo
 
 
 @harness
+def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_path, monkeypatch):
+    # --eval-every's score is recorded, not computed (minutes): its settings and codes
+    seen, index = [], torch.arange(0, shapes.N_IMAGES, 100_003)
+
+    def score(codes, **settings):
+        seen.append((codes(index), settings))
+        return 0.25
+    monkeypatch.setattr(metric, "disentanglement_score", score)
+    monkeypatch.setattr(metric, "encode_all", None)  # never all 737,280 images
+    out = tmp_path / "dcign.pt"
+    monkeypatch.setattr(sys, "argv", ["baselines.py", "--train", "dcign", "--steps", "10",
+                                      "--train-batch-size", "8", "--log-every", "5",
+                                      "--eval-every", "10", "--device", "cpu", "--out", str(out)])
+    threads = torch.get_num_threads()
+    try:
+        baselines.main()
+    finally:
+        torch.set_num_threads(threads)
+    assert [row["score"] for row in csv.DictReader(open(tmp_path / "dcign.csv"))] == ["", "0.2500"]
+    (codes, settings), = seen
+    assert settings == {"L": 16, "n_train": 2000, "n_test": 1000}
+    # the codes of the images asked for, by the model as it was at step 10 (the checkpoint's)
+    net, _ = baselines.load_representation(str(out), torch.device("cpu"))
+    assert torch.allclose(codes, net.encode(shapes.render(shapes.index_to_classes(index)))[0])
+
+
+@harness
 def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(tmp_path,
                                                                                 monkeypatch):
     for name in ("dcign", "infogan"):

@@ -26,6 +26,7 @@ import functools
 import math
 import os
 import signal
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from pathlib import Path
 
@@ -119,19 +120,20 @@ class Trainer:
 
 def train(config: dict, out: str, device: torch.device, resume: bool = False,
           trainer: Trainer | None = None, time_limit: float | None = None,
-          stop: runs.Stop | None = None) -> None:
+          stop: runs.Stop | None = None,
+          score: Callable[[nn.Module], float] | None = None) -> None:
     """Step `trainer` (a Trainer by default) to config["steps"]: the training loop.
 
     runs.Stop notes Ctrl-C, SIGTERM and the time limit, and the loop stops between two steps (the
     protocol passes one `stop` for all its replicas); runs.Run writes the log rows, the --eval-every
-    scores and the checkpoints as they fall due, and a last checkpoint on leaving. With `resume` the
-    run continues from the checkpoint at `out`.
+    scores (metric.training_score unless `score` is given) and the checkpoints as they fall due, and
+    a last checkpoint on leaving. With `resume` the run continues from the checkpoint at `out`.
     """
     print(f"training {out} to step {config['steps']:,} on {device} "
           f"({torch.get_num_threads()} CPU threads), "
           f"batch {config['batch_size']}; the log goes to {runs.log_path(out)}", flush=True)
     trainer = trainer or Trainer(config, device)
-    score = functools.partial(metric.training_score, device=device)
+    score = score or functools.partial(metric.training_score, device=device)
     with (nullcontext(stop) if stop else runs.Stop(time_limit) as stop,
           runs.Run(stop, trainer, config, out, resume, score) as run):
         while trainer.step_count < config["steps"] and not stop.requested():
