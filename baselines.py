@@ -64,8 +64,8 @@ import train
 import traverse
 from metric import PAPER  # Fig. 6 (left), which metric.py prints beside a score
 from model import BetaVAE, read_checkpoint
-from runs import (UsageError, cli_errors, pick_device, positive_float, positive_int, seed_arg,
-                  set_threads)
+from runs import (UsageError, cli_errors, non_negative_float, pick_device, positive_float,
+                  positive_int, seed_arg, set_threads)
 
 
 # ---------------------------------------------------------------- the training-free rows (Sec. 4.2,
@@ -479,7 +479,9 @@ Q_STD = ("learned", "fixed")
 INFOGAN_LR_G = 1e-3  # Adam (A.2)
 INFOGAN_LR_D = 2e-4
 INFOGAN_BETAS = (0.5, 0.999)  # Adam's β1 of DCGAN, which InfoGAN builds on
-INSTANCE_NOISE = 0.2  # std of the Gaussian noise on the discriminator's inputs
+# std of the Gaussian noise on D's inputs (Sønderby et al. 2016), a departure: binary real images
+# against G's continuous ones would let D win on grey edge pixels alone
+INSTANCE_NOISE = 0.2
 
 
 class InfoGAN(nn.Module):
@@ -552,6 +554,7 @@ class InfoGANTrainer(train.Trainer):
         m = self.model
         self.info_lambda = config.get("info_lambda", INFOGAN_LAMBDA)
         self.fixed_std = config.get("q_std", Q_STD[0]) == "fixed"
+        self.instance_noise = config.get("instance_noise", INSTANCE_NOISE)
         # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
         self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(),
                                            *m.q_head.parameters()],
@@ -578,7 +581,7 @@ class InfoGANTrainer(train.Trainer):
         bce = nn.functional.binary_cross_entropy_with_logits
 
         def noisy(images: torch.Tensor) -> torch.Tensor:
-            return images + INSTANCE_NOISE * torch.randn(images.shape, generator=self.noise,
+            return images + self.instance_noise * torch.randn(images.shape, generator=self.noise,
                                                          dtype=images.dtype, device=images.device)
 
         with self.autocast:
@@ -977,6 +980,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--info-lambda", type=positive_float, default=INFOGAN_LAMBDA,
                    help=f"InfoGAN: weight λ of the mutual-information term "
                         f"(default {INFOGAN_LAMBDA:g}, Chen et al.'s)")
+    t.add_argument("--instance-noise", type=non_negative_float, default=INSTANCE_NOISE,
+                   help=f"InfoGAN: std of the Gaussian noise on D's inputs in [−1, 1] "
+                        f"(default {INSTANCE_NOISE:g}; 0: none)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1000,7 +1006,7 @@ CURVE_SCORE = {"L": 16, "n_train": 2000, "n_test": 1000}
 CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
-                  "save_minutes", "eval_every", "bf16", "info_lambda", "q_std"}
+                  "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1023,7 +1029,8 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
               "bf16": args.bf16, "log_every": args.log_every, "save_every": args.save_every,
               "save_minutes": args.save_minutes, "eval_every": args.eval_every}
     if args.train == "infogan":
-        config |= {"info_lambda": args.info_lambda, "q_std": args.q_std}
+        config |= {"info_lambda": args.info_lambda, "q_std": args.q_std,
+                   "instance_noise": args.instance_noise}
     runs.settle_bf16(config, device)
     return config
 

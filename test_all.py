@@ -812,12 +812,25 @@ def test_dcign_batches_vary_one_factor_and_every_latent_has_a_factor():
                   for i in latents) == list(range(10))
 
 
-def test_infogan_q_std_flag_fixes_sigma_at_one_and_lambda_reaches_the_trainer(tmp_path):
+def test_infogan_flags_fix_sigma_at_one_and_lambda_and_instance_noise_reach_the_trainer(tmp_path):
     args = baselines.build_parser().parse_args(["--train", "infogan", "--q-std", "fixed",
-                                                "--info-lambda", "0.05"])
+                                                "--info-lambda", "0.05", "--instance-noise", "0",
+                                                "--train-batch-size", "8"])
     config = baselines.baseline_config(args, str(tmp_path / "i.pt"), torch.device("cpu"))
     assert config["q_std"] == "fixed" and config["info_lambda"] == 0.05
     trainer = baselines.InfoGANTrainer(config, torch.device("cpu"))
+    # D's inputs: the real images exactly ±1 without instance noise, 0.5 off them with 0.5
+    seen, discriminate = [], trainer.model.discriminate
+    trainer.model.discriminate = lambda x: seen.append(x.detach()) or discriminate(x)
+    for noise in (0.0, 0.5):
+        seen.clear()
+        trainer.instance_noise = noise
+        trainer.step()
+        off = (seen[0] - seen[0].sign()).abs()  # the first call: the real batch
+        # the median |noise| is 0.674 σ; flips of sign (|noise| > 1) lie above it
+        assert off.max() == 0 if noise == 0 else abs(off.median() / 0.6745 - noise) < 0.02
+    assert baselines.InfoGANTrainer({k: v for k, v in config.items() if k != "instance_noise"},
+                                    torch.device("cpu")).instance_noise == 0.2  # older runs'
     mu, logvar = torch.randn(4, 5), torch.randn(4, 5)
     fixed_mu, fixed_logvar = trainer.q_gaussian(mu, logvar)
     assert torch.equal(fixed_mu, mu) and torch.equal(fixed_logvar, torch.zeros(4, 5))
