@@ -537,6 +537,26 @@ def info_nll(c: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.T
     return 0.5 * (math.log(2 * math.pi) + logvar + (c - mu).pow(2) * (-logvar).exp()).sum(1).mean()
 
 
+def nearest_world(images: torch.Tensor, candidates: torch.Tensor | None = None,
+                  chunk: int = 32768) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's (B, 1, 64, 64) in [0, 1] best match among the world's images (`candidates`,
+    indices; all 737,280 by default) by intersection over union above 0.5: the IoU (B,) and the
+    index (B,). Does G draw the world's shapes, or blobs of their size? (docs/baselines.md sets it
+    beside world images matched against the other two shapes only.)"""
+    x = (images.float() > 0.5).flatten(1).float()  # (B, 4096)
+    candidates = torch.arange(shapes.N_IMAGES) if candidates is None else candidates
+    best = torch.full((len(x),), -1.0)
+    match = torch.zeros(len(x), dtype=torch.long)
+    for part in candidates.split(chunk):
+        world = shapes.render(shapes.index_to_classes(part)).flatten(1)  # (C, 4096)
+        both = x @ world.t()  # (B, C) pixels on in both
+        iou = both / (x.sum(1, keepdim=True) + world.sum(1) - both).clamp(min=1)
+        value, at = iou.max(1)
+        better = value > best
+        best[better], match[better] = value[better], part[at[better]]
+    return best, match
+
+
 def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """G's input (n, codes + noise), drawn from `generator` on `device`: the codes c ~ U(−1, 1)

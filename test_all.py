@@ -862,6 +862,25 @@ def test_shape_like_passes_the_worlds_images_and_fails_textures_speckle_grey_and
         assert not baselines.shape_like(failing).any()
 
 
+def test_nearest_world_finds_an_image_itself_and_scores_a_blob_below_its_shape():
+    index = torch.tensor([5, 300_000, 737_279])
+    candidates = torch.cat([torch.arange(0, shapes.N_IMAGES, 997), index])
+    iou, match = baselines.nearest_world(shapes.render(shapes.index_to_classes(index)),
+                                         candidates, chunk=256)
+    assert torch.equal(iou, torch.ones(3)) and torch.equal(match, index)
+    # a disc of a large square's area on its centre: the IoU by hand, well below 1
+    square = shapes.render(classes([0, 5, 0, 16, 16]))  # (1, 1, 64, 64)
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    cy, cx = square[0, 0].nonzero().float().mean(0)
+    disc = (((yy - cy) ** 2 + (xx - cx) ** 2) <= square.sum() / math.pi).float()[None, None]
+    both = (disc * square).sum()
+    iou, match = baselines.nearest_world(disc, torch.cat([shapes.classes_to_index(
+        classes([0, 5, 0, 16, 16])), torch.tensor([0])]))
+    assert iou.item() == pytest.approx((both / (disc.sum() + square.sum() - both)).item())
+    assert 0.7 < iou.item() < 0.95 and match.item() == shapes.classes_to_index(
+        classes([0, 5, 0, 16, 16])).item()
+
+
 def test_precise_batch_norm_holds_the_mean_statistics_of_its_batches_and_leaves_the_model_alone():
     torch.manual_seed(0)
     nn = torch.nn
