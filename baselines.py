@@ -575,6 +575,7 @@ class InfoGANTrainer(train.Trainer):
         self.info_lambda = config.get("info_lambda", INFOGAN_LAMBDA)
         self.fixed_std = config.get("q_std", Q_STD[0]) == "fixed"
         self.instance_noise = config.get("instance_noise", INSTANCE_NOISE)
+        self.noise_steps = config.get("instance_noise_steps")
         # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
         self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(),
                                            *m.q_head.parameters()],
@@ -601,7 +602,7 @@ class InfoGANTrainer(train.Trainer):
         bce = nn.functional.binary_cross_entropy_with_logits
 
         def noisy(images: torch.Tensor) -> torch.Tensor:
-            return images + self.instance_noise * torch.randn(images.shape, generator=self.noise,
+            return images + self.noise_std() * torch.randn(images.shape, generator=self.noise,
                                                          dtype=images.dtype, device=images.device)
 
         with self.autocast:
@@ -627,6 +628,13 @@ class InfoGANTrainer(train.Trainer):
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "info_nll": mi.detach(),
                 "d_real": torch.sigmoid(d_real).mean().detach(),
                 "d_fake": torch.sigmoid(d_fake).mean().detach()}
+
+    def noise_std(self) -> float:
+        """The instance noise's std at this step: constant, or with config's instance_noise_steps
+        falling linearly to 0 over that many steps (Sønderby et al. 2016's annealing)."""
+        if not self.noise_steps:
+            return self.instance_noise
+        return self.instance_noise * max(0.0, 1 - self.step_count / self.noise_steps)
 
     def q_gaussian(self, mu: torch.Tensor,
                    logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1003,6 +1011,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--instance-noise", type=non_negative_float, default=INSTANCE_NOISE,
                    help=f"InfoGAN: std of the Gaussian noise on D's inputs in [−1, 1] "
                         f"(default {INSTANCE_NOISE:g}; 0: none)")
+    t.add_argument("--instance-noise-steps", type=positive_int,
+                   help="InfoGAN: anneal the instance noise linearly to 0 over this many steps "
+                        "(default: constant)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1026,7 +1037,8 @@ CURVE_SCORE = {"L": 16, "n_train": 2000, "n_test": 1000}
 CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
-                  "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise"}
+                  "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
+                  "instance_noise_steps"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1050,7 +1062,8 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
               "save_minutes": args.save_minutes, "eval_every": args.eval_every}
     if args.train == "infogan":
         config |= {"info_lambda": args.info_lambda, "q_std": args.q_std,
-                   "instance_noise": args.instance_noise}
+                   "instance_noise": args.instance_noise,
+                   "instance_noise_steps": args.instance_noise_steps}
     runs.settle_bf16(config, device)
     return config
 

@@ -831,6 +831,14 @@ def test_infogan_flags_fix_sigma_at_one_and_lambda_and_instance_noise_reach_the_
         assert off.max() == 0 if noise == 0 else abs(off.median() / 0.6745 - noise) < 0.02
     assert baselines.InfoGANTrainer({k: v for k, v in config.items() if k != "instance_noise"},
                                     torch.device("cpu")).instance_noise == 0.2  # older runs'
+    # annealed: linearly from 0.5 at step 0 to 0 at --instance-noise-steps, then 0
+    args = baselines.build_parser().parse_args(["--train", "infogan", "--instance-noise", "0.5",
+                                                "--instance-noise-steps", "4"])
+    annealed = baselines.InfoGANTrainer(
+        baselines.baseline_config(args, str(tmp_path / "a.pt"), torch.device("cpu")),
+        torch.device("cpu"))
+    assert [(setattr(annealed, "step_count", t), annealed.noise_std())[1] for t in (0, 1, 4, 9)] \
+        == [0.5, 0.375, 0.0, 0.0]
     mu, logvar = torch.randn(4, 5), torch.randn(4, 5)
     fixed_mu, fixed_logvar = trainer.q_gaussian(mu, logvar)
     assert torch.equal(fixed_mu, mu) and torch.equal(fixed_logvar, torch.zeros(4, 5))
