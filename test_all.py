@@ -1069,18 +1069,18 @@ def test_wrong_layout_npz_gives_a_clear_error(tmp_path):
 
 
 @harness
-def test_shapes_cli_grid_and_bad_input(tmp_path):
+def test_shapes_cli_grid_and_bad_input(tmp_path, monkeypatch, capsys):
     png = tmp_path / "grid.png"
     run_cli("shapes.py", "--grid", str(png))
     assert Image.open(png).size == (10 * 66, 18 * 66)
     assert_one_line_error(run_cli("shapes.py", "--grid", str(tmp_path / "no" / "dir.png"),
                                   check=False))
-    assert_one_line_error(run_cli("shapes.py", check=False))
-    assert_one_line_error(run_cli("shapes.py", "--benchmark", "--device", "nonsense", check=False))
+    main_error(monkeypatch, capsys, "shapes.py")
+    main_error(monkeypatch, capsys, "shapes.py", "--benchmark", "--device", "nonsense")
     result = run_cli("shapes.py", "--continuity", "posX=::2")
     assert "posX=::2: 368,640 images; normalised Hamming distance of neighbours: scale" in (
         result.stdout)
-    assert_one_line_error(run_cli("shapes.py", "--continuity", "posX=2", check=False))
+    main_error(monkeypatch, capsys, "shapes.py", "--continuity", "posX=2")
 
 
 @harness
@@ -1101,10 +1101,11 @@ def test_shapes_cli_compare_reports_iou_by_shape_and_overlays_the_worst(tmp_path
 
 
 @harness
-def test_export_to_an_unwritable_place_fails_at_once_and_a_failed_write_leaves_no_file(tmp_path):
+def test_export_to_an_unwritable_place_fails_at_once_and_a_failed_write_leaves_no_file(
+        tmp_path, monkeypatch, capsys):
     assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path / "no" / "set.npz"),
                                   check=False))
-    assert_one_line_error(run_cli("shapes.py", "--out", str(tmp_path), check=False))
+    main_error(monkeypatch, capsys, "shapes.py", "--out", str(tmp_path))
     old = tmp_path / "set.npz"
     old.write_bytes(b"the old file")
 
@@ -1164,6 +1165,17 @@ def train_in_process(monkeypatch, *args: str) -> None:
     threads = torch.get_num_threads()
     try:
         train.main()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def baselines_in_process(monkeypatch, *args: str) -> None:
+    """baselines.py's main() in this process, as `python baselines.py *args` runs it; torch's
+    thread count kept."""
+    monkeypatch.setattr(sys, "argv", ["baselines.py", *args])
+    threads = torch.get_num_threads()
+    try:
+        baselines.main()
     finally:
         torch.set_num_threads(threads)
 
@@ -2232,7 +2244,8 @@ def test_traverse_maps_read_the_cached_codes_and_every_figure_says_when_it_is_wr
 
 
 @harness
-def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(tmp_path):
+def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(tmp_path,
+                                                                            monkeypatch, capsys):
     log = tmp_path / "b4.csv"
     log.write_text("step,samples,seconds,loss,score\n250,64000,60.0,150.0,1.0\n"
                    "500,128000,120.0,140.0,\n750,192000,600.0,130.0,1.0\n")
@@ -2251,8 +2264,9 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
                                == traverse.CURVE_COLOURS[0]).all(-1)[:, :300].any()
     bare = tmp_path / "bare.csv"
     bare.write_text("step,samples,seconds,loss\n250,64000,60.0,150.0\n")
-    for args in (["--curves", str(bare)], ["--curves", str(tmp_path / "missing.csv")], []):
-        assert_one_line_error(run_cli("traverse.py", *args, check=False))
+    assert_one_line_error(run_cli("traverse.py", "--curves", str(bare), check=False))
+    for args in (["--curves", str(tmp_path / "missing.csv")], []):
+        main_error(monkeypatch, capsys, "traverse.py", *args)
 
 
 @harness
@@ -2430,7 +2444,7 @@ def test_baselines_checkpoints_are_labelled_by_beta_and_grouped_as_replicas(
 
 
 @harness
-def test_baselines_cli_table_and_bad_input(tmp_path):
+def test_baselines_cli_table_and_bad_input(tmp_path, monkeypatch, capsys):
     # on a busy machine L-BFGS's small dot products crawl on 2 threads
     result = run_cli("baselines.py", "--table", "--rows", "pixels,gt", "--L", "8", "2",
                      "--n-train", "300", "--n-test", "100", "--seeds", "2",
@@ -2452,9 +2466,8 @@ def test_baselines_cli_table_and_bad_input(tmp_path):
                 "config": {"arch": "conv", "latents": 32, "channels": 3, "dataset": "folder"}},
                conv)
     for args in (["--rows", "gt,nope"], [str(tmp_path / "missing.pt")], [str(conv)]):
-        bad = run_cli("baselines.py", "--table", "--rows", "gt", *args, check=False)
-        assert_one_line_error(bad)
-        assert bad.stderr.startswith("baselines.py: error:")
+        assert main_error(monkeypatch, capsys, "baselines.py", "--table", "--rows", "gt",
+                          *args).startswith("baselines.py: error:")
 
 
 @harness
@@ -2479,17 +2492,17 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, mo
         assert all(0 <= float(row["shape_like"]) <= 1 for row in log) and "shape-like" in \
             result.stdout
         # resuming restores both optimizers: 10 + 5 steps equal 15 unbroken ones
-        run_cli("baselines.py", "--train", name, "--steps", "15", "--resume", *small)
+        baselines_in_process(monkeypatch, "--train", name, "--steps", "15", "--resume", *small)
         unbroken = tmp_path / "unbroken.pt"
-        run_cli("baselines.py", "--train", name, "--steps", "15", *small[:-1], str(unbroken))
+        baselines_in_process(monkeypatch, "--train", name, "--steps", "15", *small[:-1],
+                             str(unbroken))
         a, b = torch.load(out, weights_only=True), torch.load(unbroken, weights_only=True)
         assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
         refused = main_error(monkeypatch, capsys, "baselines.py", "--train", name, "--steps", "20",
                              "--resume", "--q-std", "fixed", "--out", str(out), "--device", "cpu")
         assert "--q-std fixed differs from its learned" in refused
-    bad = run_cli("metric.py", str(out), check=False)  # not a β-VAE: pointed to baselines.py
-    assert_one_line_error(bad)
-    assert "baselines.py --table" in bad.stderr
+    # not a β-VAE: pointed to baselines.py
+    assert "baselines.py --table" in main_error(monkeypatch, capsys, "metric.py", str(out))
     if name == "dcign":  # its benchmark times both unpoolings in one run
         bench = run_cli("baselines.py", "--train", name, "--benchmark", *small[:4])
         assert "UnpoolConv2d" in bench.stdout and "nn.Upsample + nn.Conv2d" in bench.stdout
@@ -2508,14 +2521,9 @@ def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_
     monkeypatch.setattr(metric, "disentanglement_score", score)
     monkeypatch.setattr(metric, "encode_all", None)  # never all 737,280 images
     out = tmp_path / "dcign.pt"
-    monkeypatch.setattr(sys, "argv", ["baselines.py", "--train", "dcign", "--steps", "10",
-                                      "--train-batch-size", "8", "--log-every", "5",
-                                      "--eval-every", "10", "--device", "cpu", "--out", str(out)])
-    threads = torch.get_num_threads()
-    try:
-        baselines.main()
-    finally:
-        torch.set_num_threads(threads)
+    baselines_in_process(monkeypatch, "--train", "dcign", "--steps", "10", "--train-batch-size",
+                         "8", "--log-every", "5", "--eval-every", "10", "--device", "cpu",
+                         "--out", str(out))
     assert [row["score"] for row in csv.DictReader(open(tmp_path / "dcign.csv"))] == ["", "0.2500"]
     (codes, settings), = seen
     assert settings == {"L": 16, "n_train": 2000, "n_test": 1000}
@@ -2526,7 +2534,7 @@ def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_
 
 @harness
 def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(tmp_path,
-                                                                                monkeypatch):
+                                                                                monkeypatch, capsys):
     for name in ("dcign", "infogan"):
         torch.save({"model": baselines.TRAINED[name].model().state_dict(),
                     "config": {"baseline": name}}, tmp_path / f"{name}.pt")
@@ -2534,12 +2542,12 @@ def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(
                                      torch.device("cpu"), 8192)
     assert [row.label for row in rows] == ["DC-IGN", "InfoGAN"] and \
         all(r in baselines.PAPER for r in ("DC-IGN", "InfoGAN"))
-    for args in (["--train", "dcign", "--steps", "0"],
-                 ["--train", "infogan", "--resume", "--out", str(tmp_path / "no.pt")],
+    bad = run_cli("baselines.py", "--train", "dcign", "--steps", "0", check=False)
+    assert_one_line_error(bad)
+    assert "baselines.py: error:" in bad.stderr
+    for args in (["--train", "infogan", "--resume", "--out", str(tmp_path / "no.pt")],
                  ["--train", "infogan", "--resume", "--out", str(tmp_path / "dcign.pt")]):
-        bad = run_cli("baselines.py", *args, check=False)
-        assert_one_line_error(bad)
-        assert "baselines.py: error:" in bad.stderr
+        assert "baselines.py: error:" in main_error(monkeypatch, capsys, "baselines.py", *args)
 
 
 # ---------------------------------------------------------------- runs.py: the audit's defects
