@@ -2533,8 +2533,8 @@ def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_
 
 
 @harness
-def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(tmp_path,
-                                                                                monkeypatch, capsys):
+def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(
+        tmp_path, monkeypatch, capsys):
     for name in ("dcign", "infogan"):
         torch.save({"model": baselines.TRAINED[name].model().state_dict(),
                     "config": {"baseline": name}}, tmp_path / f"{name}.pt")
