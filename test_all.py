@@ -1158,26 +1158,23 @@ def train_cli(tmp_path, *args: str, check: bool = True) -> subprocess.CompletedP
                    check=check)
 
 
-def train_in_process(monkeypatch, *args: str) -> None:
-    """train.py's main() in this process, as `python train.py *args` runs it; torch's thread
+def main_in_process(monkeypatch, script: str, *args: str) -> None:
+    """`script`'s main() in this process, as `python script *args` runs it; torch's thread
     count kept."""
-    monkeypatch.setattr(sys, "argv", ["train.py", *args])
+    monkeypatch.setattr(sys, "argv", [script, *args])
     threads = torch.get_num_threads()
     try:
-        train.main()
+        importlib.import_module(script.removesuffix(".py")).main()
     finally:
         torch.set_num_threads(threads)
+
+
+def train_in_process(monkeypatch, *args: str) -> None:
+    main_in_process(monkeypatch, "train.py", *args)
 
 
 def baselines_in_process(monkeypatch, *args: str) -> None:
-    """baselines.py's main() in this process, as `python baselines.py *args` runs it; torch's
-    thread count kept."""
-    monkeypatch.setattr(sys, "argv", ["baselines.py", *args])
-    threads = torch.get_num_threads()
-    try:
-        baselines.main()
-    finally:
-        torch.set_num_threads(threads)
+    main_in_process(monkeypatch, "baselines.py", *args)
 
 
 def drop_seconds(log: Path) -> list[list[str]]:
