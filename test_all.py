@@ -2508,7 +2508,8 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, mo
 
 
 @harness
-def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_path, monkeypatch):
+def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_path, monkeypatch,
+                                                                           capsys):
     # --eval-every's score is recorded, not computed (minutes): its settings and codes
     seen, index = [], torch.arange(0, shapes.N_IMAGES, 100_003)
 
@@ -2522,6 +2523,7 @@ def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_
                          "8", "--log-every", "5", "--eval-every", "10", "--device", "cpu",
                          "--out", str(out))
     assert [row["score"] for row in csv.DictReader(open(tmp_path / "dcign.csv"))] == ["", "0.2500"]
+    assert "scoring: rendering and encoding" in capsys.readouterr().out  # said before the minutes
     (codes, settings), = seen
     assert settings == {"L": 16, "n_train": 2000, "n_test": 1000}
     # the codes of the images asked for, by the model as it was at step 10 (the checkpoint's)
