@@ -272,11 +272,12 @@ def training_score(model: nn.Module, device: torch.device, rendered: bool = Fals
     # draws from its own, and the fork leaves the global state to the caller as it was.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         try:
-            if rendered:  # no progress inside: say at once what the minutes go to
+            report = lambda line: say(f"  scoring: {line.strip()}")  # noqa: E731
+            if rendered:  # the rendering happens inside z_diff_points, which reports it
                 say(f"  scoring: rendering and encoding the images of {settings} as asked")
-            codes = (rendered_codes(model, device) if rendered else
-                     encode_all(model, device, progress=lambda line: say(f"  scoring: {line}")))
-            return disentanglement_score(codes, **settings)
+                return disentanglement_score(rendered_codes(model, device), progress=report,
+                                             **settings)
+            return disentanglement_score(encode_all(model, device, progress=report), **settings)
         finally:
             model.train()
 

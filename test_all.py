@@ -2523,8 +2523,10 @@ def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_
                          "8", "--log-every", "5", "--eval-every", "10", "--device", "cpu",
                          "--out", str(out))
     assert [row["score"] for row in csv.DictReader(open(tmp_path / "dcign.csv"))] == ["", "0.2500"]
-    assert "scoring: rendering and encoding" in capsys.readouterr().out  # said before the minutes
     (codes, settings), = seen
+    settings.pop("progress")("  z_diff of 1,000 of 2,000 points (70 s)")  # the minutes report
+    said = capsys.readouterr().out  # before the minutes, then within them
+    assert 0 <= said.find("scoring: rendering and encoding") < said.find("scoring: z_diff of 1,0")
     assert settings == {"L": 16, "n_train": 2000, "n_test": 1000}
     # the codes of the images asked for, by the model as it was at step 10 (the checkpoint's)
     net, _ = baselines.load_representation(str(out), torch.device("cpu"))
