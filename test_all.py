@@ -870,6 +870,21 @@ def test_shape_like_passes_the_worlds_images_and_fails_textures_speckle_grey_and
         assert not baselines.shape_like(failing).any()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: 2,000 steps, CPU minutes")
+def test_infogan_learns_to_draw_one_blob_of_the_worlds_area(tmp_path, monkeypatch):
+    # A working G turns from texture into one binary object of a world image's area: most of its
+    # samples, after the steps at which the CPU run of these flags got there (docs/baselines.md).
+    out = tmp_path / "infogan.pt"
+    baselines_in_process(monkeypatch, "--train", "infogan", "--q-std", "fixed", "--info-lambda",
+                         "1", "--instance-noise", "0.5", "--steps", "2000", "--log-every", "500",
+                         "--device", "cuda", "--out", str(out))
+    model, _ = baselines.load_representation(str(out), torch.device("cuda"))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # (256, 1, 64, 64) in [-1, 1]
+        samples = baselines.sampling_generator(model)(baselines.infogan_inputs(model, 256, g).cuda())
+    assert baselines.shape_like((samples + 1) / 2).float().mean() > 0.5  # most of them
+
+
 def test_nearest_world_finds_an_image_itself_and_scores_a_blob_below_its_shape():
     index = torch.tensor([5, 300_000, 737_279])
     candidates = torch.cat([torch.arange(0, shapes.N_IMAGES, 997), index])
