@@ -399,12 +399,17 @@ def clamped_batch(n: int, generator: torch.Generator) -> tuple[int, torch.Tensor
     return factor, classes
 
 
+def dcign_network(config: dict) -> DCIGN:
+    """The DC-IGN a run's config describes."""
+    return DCIGN(config.get("latents", 10))
+
+
 class DCIGNTrainer(train.Trainer):
     """Kulkarni et al.'s clamped training: each batch varies one factor and trains its latents
     alone."""
 
     def make_model(self) -> nn.Module:
-        return DCIGN(self.config["latents"])
+        return dcign_network(self.config)
 
     def step(self) -> dict[str, torch.Tensor]:
         factor, classes = clamped_batch(self.config["batch_size"], self.data_generator)
@@ -482,6 +487,9 @@ INFOGAN_BETAS = (0.5, 0.999)  # Adam's β1 of DCGAN, which InfoGAN builds on
 # std of the Gaussian noise on D's inputs (Sønderby et al. 2016), a departure: binary real images
 # against G's continuous ones would let D win on grey edge pixels alone
 INSTANCE_NOISE = 0.2
+# D's normalisation: batch norm (A.2) or, a departure, spectral norm on every layer of D and no
+# batch norm in D's body (Miyato et al. 2018), which bounds how fast D can pull ahead of G
+D_NORM = ("batch", "spectral")
 
 
 class InfoGAN(nn.Module):
@@ -489,10 +497,11 @@ class InfoGAN(nn.Module):
 
     Images are in [−1, 1]; D gives a logit (the sigmoid is in the loss); Q gives the mean and
     log-variance of a Gaussian over the codes. Batch norm everywhere but in G's last layer and
-    D's first.
+    D's first; with d_norm "spectral", D's body and head have spectral norm instead.
     """
 
-    def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE):
+    def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE,
+                 d_norm: str = D_NORM[0]):
         super().__init__()
         self.codes, self.noise = codes, noise
         self.generator = nn.Sequential(
@@ -504,13 +513,22 @@ class InfoGAN(nn.Module):
             nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),  # (B, 64, 32, 32)
             nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
         )
+        spectral = d_norm == "spectral"
+        norm = nn.utils.parametrizations.spectral_norm if spectral else (lambda layer: layer)
+
+        def batch_norm(layer: nn.Module) -> list[nn.Module]:
+            return [] if spectral else [layer]
+
         self.body = nn.Sequential(
-            nn.Conv2d(1, 64, 4, 2, 1), nn.LeakyReLU(0.2),  # (B, 64, 32, 32)
-            nn.Conv2d(64, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),  # (B, 128, 16, 16)
-            nn.Conv2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),  # (B, 128, 8, 8)
-            nn.Flatten(), nn.Linear(128 * 8 * 8, 256), nn.BatchNorm1d(256), nn.LeakyReLU(0.2),
+            norm(nn.Conv2d(1, 64, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 64, 32, 32)
+            norm(nn.Conv2d(64, 128, 4, 2, 1)), *batch_norm(nn.BatchNorm2d(128)),
+            nn.LeakyReLU(0.2),  # (B, 128, 16, 16)
+            norm(nn.Conv2d(128, 128, 4, 2, 1)), *batch_norm(nn.BatchNorm2d(128)),
+            nn.LeakyReLU(0.2),  # (B, 128, 8, 8)
+            nn.Flatten(), norm(nn.Linear(128 * 8 * 8, 256)), *batch_norm(nn.BatchNorm1d(256)),
+            nn.LeakyReLU(0.2),  # (B, 256)
         )
-        self.d_head = nn.Linear(256, 1)
+        self.d_head = norm(nn.Linear(256, 1))
         self.q_head = nn.Sequential(nn.Linear(256, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.2),
                                     nn.Linear(128, 2 * codes))
 
@@ -565,6 +583,11 @@ def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
     return torch.cat([c, torch.randn(n, model.noise, generator=generator, device=device)], 1)
 
 
+def infogan_network(config: dict) -> InfoGAN:
+    """The InfoGAN a run's config describes (runs from before --d-norm have batch norm)."""
+    return InfoGAN(d_norm=config.get("d_norm", D_NORM[0]))
+
+
 class InfoGANTrainer(train.Trainer):
     """One discriminator-and-Q step, then one generator step, per batch; Adam for each side.
     config's info_lambda is λ and its q_std "learned" or "fixed" (σ = 1)."""
@@ -584,7 +607,7 @@ class InfoGANTrainer(train.Trainer):
                                             betas=INFOGAN_BETAS)
 
     def make_model(self) -> nn.Module:
-        return InfoGAN()
+        return infogan_network(self.config)
 
     def state(self) -> dict:
         return {**super().state(), "optimizer_g": self.optimizer_g.state_dict()}
@@ -765,7 +788,7 @@ class Baseline:
     config names."""
 
     label: str
-    model: Callable[[], nn.Module]
+    model: Callable[[dict], nn.Module]  # the network a run's config describes
     trainer: type[train.Trainer]
     optimizer: str
     lr: float
@@ -774,8 +797,8 @@ class Baseline:
 
 
 TRAINED = {
-    "dcign": Baseline("DC-IGN", DCIGN, DCIGNTrainer, "rmsprop", DCIGN_LR),
-    "infogan": Baseline("InfoGAN", InfoGAN, InfoGANTrainer, "adam", INFOGAN_LR_D, draw_infogan),
+    "dcign": Baseline("DC-IGN", dcign_network, DCIGNTrainer, "rmsprop", DCIGN_LR),
+    "infogan": Baseline("InfoGAN", infogan_network, InfoGANTrainer, "adam", INFOGAN_LR_D, draw_infogan),
 }
 
 
@@ -842,7 +865,7 @@ def load_representation(path: str, device: torch.device) -> tuple[nn.Module, str
         return metric.load_shapes_model(path, device), checkpoint_label(config)
     if name not in TRAINED:
         raise UsageError(f"{path}: unknown baseline {name!r}")
-    model = TRAINED[name].model()
+    model = TRAINED[name].model(config)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -1014,6 +1037,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--instance-noise-steps", type=positive_int,
                    help="InfoGAN: anneal the instance noise linearly to 0 over this many steps "
                         "(default: constant)")
+    t.add_argument("--d-norm", choices=D_NORM, default=D_NORM[0],
+                   help="InfoGAN: D's normalisation, batch norm (default, A.2) or spectral norm "
+                        "on every layer of D (departure: Miyato et al. 2018)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1038,7 +1064,7 @@ CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
-                  "instance_noise_steps"}
+                  "instance_noise_steps", "d_norm"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1063,7 +1089,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
     if args.train == "infogan":
         config |= {"info_lambda": args.info_lambda, "q_std": args.q_std,
                    "instance_noise": args.instance_noise,
-                   "instance_noise_steps": args.instance_noise_steps}
+                   "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm}
     runs.settle_bf16(config, device)
     return config
 

@@ -2552,7 +2552,7 @@ def test_baseline_learning_curve_scores_rendered_images_at_reduced_settings(tmp_
 def test_baseline_checkpoints_get_their_rows_and_bad_training_input_is_one_line(
         tmp_path, monkeypatch, capsys):
     for name in ("dcign", "infogan"):
-        torch.save({"model": baselines.TRAINED[name].model().state_dict(),
+        torch.save({"model": baselines.TRAINED[name].model({}).state_dict(),
                     "config": {"baseline": name}}, tmp_path / f"{name}.pt")
     rows = baselines.checkpoint_rows([str(tmp_path / "dcign.pt"), str(tmp_path / "infogan.pt")],
                                      torch.device("cpu"), 8192)
