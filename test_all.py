@@ -847,6 +847,31 @@ def test_infogan_flags_fix_sigma_at_one_and_lambda_and_instance_noise_reach_the_
     assert torch.equal(trainer.q_gaussian(mu, logvar)[1], logvar)
 
 
+def test_infogan_spectral_norm_bounds_each_layer_of_d_and_its_checkpoint_loads_as_spectral(
+        tmp_path):
+    args = baselines.build_parser().parse_args(["--train", "infogan", "--d-norm", "spectral",
+                                                "--train-batch-size", "8"])
+    config = baselines.baseline_config(args, str(tmp_path / "s.pt"), torch.device("cpu"))
+    trainer = baselines.InfoGANTrainer(config, torch.device("cpu"))
+    body = trainer.model.body
+    assert not any(isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) for layer in body)
+    for _ in range(20):  # each training forward pass refines the power iteration
+        trainer.step()
+    # each weight's largest singular value, by numpy's SVD of the (out, in·k·k) matrix, is 1
+    layers = [layer for layer in body if hasattr(layer, "parametrizations")]
+    layers.append(trainer.model.d_head)
+    assert len(layers) == 5
+    for layer in layers:
+        weight = layer.weight.detach().flatten(1).double().numpy()
+        assert abs(np.linalg.svd(weight, compute_uv=False)[0] - 1) < 0.05
+    # a checkpoint's config rebuilds the same network, spectral norm and all
+    torch.save({"model": trainer.model.state_dict(), "config": config}, tmp_path / "s.pt")
+    net, _ = baselines.load_representation(str(tmp_path / "s.pt"), torch.device("cpu"))
+    x = torch.rand(4, 1, 64, 64).round()
+    trainer.model.eval()
+    assert torch.equal(net.encode(x)[0], trainer.model.encode(x)[0])
+
+
 def test_shape_like_passes_the_worlds_images_and_fails_textures_speckle_grey_and_wrong_sizes():
     # objects against a hand count: a diagonal touch joins (8-connected), a ring is one, dots three
     masks = torch.zeros(3, 8, 8, dtype=torch.bool)
