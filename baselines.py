@@ -490,22 +490,27 @@ INSTANCE_NOISE = 0.2
 # D's normalisation: batch norm (A.2) or, a departure, spectral norm on every layer of D and no
 # batch norm in D's body (Miyato et al. 2018), which bounds how fast D can pull ahead of G
 D_NORM = ("batch", "spectral")
+# values of an optional categorical code (Chen et al.'s code for MNIST's ten digits), a departure
+# from A.2's continuous codes: 3 for the three shapes, 0 for none
+INFOGAN_CATEGORIES = 0
 
 
 class InfoGAN(nn.Module):
     """Generator G(c, noise), discriminator D(x) and recognition head Q(c|x) sharing D's body.
 
     Images are in [−1, 1]; D gives a logit (the sigmoid is in the loss); Q gives the mean and
-    log-variance of a Gaussian over the codes. Batch norm everywhere but in G's last layer and
-    D's first; with d_norm "spectral", D's body and head have spectral norm instead.
+    log-variance of a Gaussian over the continuous codes and, with `categories`, logits over a
+    categorical code, which G reads one-hot between the codes and the noise. Batch norm everywhere
+    but in G's last layer and D's first; with d_norm "spectral", D's body and head have spectral
+    norm instead.
     """
 
     def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE,
-                 d_norm: str = D_NORM[0]):
+                 d_norm: str = D_NORM[0], categories: int = INFOGAN_CATEGORIES):
         super().__init__()
-        self.codes, self.noise = codes, noise
+        self.codes, self.noise, self.categories = codes, noise, categories
         self.generator = nn.Sequential(
-            nn.Linear(codes + noise, 256), nn.BatchNorm1d(256), nn.ReLU(),
+            nn.Linear(codes + categories + noise, 256), nn.BatchNorm1d(256), nn.ReLU(),
             nn.Linear(256, 128 * 8 * 8), nn.BatchNorm1d(128 * 8 * 8), nn.ReLU(),
             nn.Unflatten(1, (128, 8, 8)),
             nn.ConvTranspose2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128),
@@ -530,18 +535,25 @@ class InfoGAN(nn.Module):
         )
         self.d_head = norm(nn.Linear(256, 1))
         self.q_head = nn.Sequential(nn.Linear(256, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.2),
-                                    nn.Linear(128, 2 * codes))
+                                    nn.Linear(128, 2 * codes + categories))
 
-    def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, 1, 64, 64) in [−1, 1] -> D's logit (B,), Q's mean and log-variance (B, codes)."""
+    def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x (B, 1, 64, 64) in [−1, 1] -> D's logit (B,), Q's mean and log-variance (B, codes),
+        Q's logits over the categorical code (B, categories)."""
         h = self.body(x)  # (B, 256)
-        mu, logvar = self.q_head(h).chunk(2, dim=1)
-        return self.d_head(h)[:, 0], mu, logvar
+        q = self.q_head(h)  # (B, 2 · codes + categories)
+        mu, logvar = q[:, :2 * self.codes].chunk(2, dim=1)
+        return self.d_head(h)[:, 0], mu, logvar, q[:, 2 * self.codes:]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q's mean and log-variance (B, codes) of real images x in {0, 1}: the mean is the
-        representation the metric reads."""
-        parts = [self.discriminate(2 * part - 1)[1:] for part in x.split(ENCODE_SLICE)]
+        """The representation the metric reads of real images x in {0, 1}: Q's mean (B, codes),
+        then its probabilities of the categorical code (B, categories); and the log-variance
+        (0 where a column is a probability)."""
+        parts = []
+        for part in x.split(ENCODE_SLICE):
+            _, mu, logvar, logits = self.discriminate(2 * part - 1)
+            parts.append((torch.cat([mu, logits.softmax(1)], 1),
+                          torch.cat([logvar, torch.zeros_like(logits)], 1)))
         mu, logvar = (torch.cat(halves) for halves in zip(*parts))
         return mu, logvar
 
@@ -577,15 +589,23 @@ def nearest_world(images: torch.Tensor, candidates: torch.Tensor | None = None,
 
 def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """G's input (n, codes + noise), drawn from `generator` on `device`: the codes c ~ U(−1, 1)
-    in the first `model.codes` columns, then the noise ~ N(0, 1)."""
+    """G's input (n, codes + categories + noise), drawn from `generator` on `device`: the codes
+    c ~ U(−1, 1) in the first `model.codes` columns, a uniform category one-hot, then the noise
+    ~ N(0, 1)."""
     c = torch.rand(n, model.codes, generator=generator, device=device) * 2 - 1
-    return torch.cat([c, torch.randn(n, model.noise, generator=generator, device=device)], 1)
+    parts = [c]
+    if model.categories:  # drawn only then, so that runs without one draw as before
+        k = torch.randint(model.categories, (n,), generator=generator, device=device)
+        parts.append(nn.functional.one_hot(k, model.categories).float())
+    parts.append(torch.randn(n, model.noise, generator=generator, device=device))
+    return torch.cat(parts, 1)
 
 
 def infogan_network(config: dict) -> InfoGAN:
-    """The InfoGAN a run's config describes (runs from before --d-norm have batch norm)."""
-    return InfoGAN(d_norm=config.get("d_norm", D_NORM[0]))
+    """The InfoGAN a run's config describes (runs from before --d-norm and --categories have
+    batch norm and no categorical code)."""
+    return InfoGAN(d_norm=config.get("d_norm", D_NORM[0]),
+                   categories=config.get("categories", INFOGAN_CATEGORIES))
 
 
 class InfoGANTrainer(train.Trainer):
@@ -620,8 +640,10 @@ class InfoGANTrainer(train.Trainer):
         m, n = self.model, self.config["batch_size"]
         x, _ = self.source.sample(n, self.data_generator)  # (B, 1, 64, 64) in {0, 1}
         real = 2 * x - 1
-        inputs = infogan_inputs(m, n, self.noise, self.device)  # (B, 10)
+        inputs = infogan_inputs(m, n, self.noise, self.device)  # (B, 10 + categories)
         c = inputs[:, :m.codes]  # (B, 5) ~ U(−1, 1)
+        # (B,) the category, with a categorical code
+        k = inputs[:, m.codes:m.codes + m.categories].argmax(1) if m.categories else None
         bce = nn.functional.binary_cross_entropy_with_logits
 
         def noisy(images: torch.Tensor) -> torch.Tensor:
@@ -630,19 +652,19 @@ class InfoGANTrainer(train.Trainer):
 
         with self.autocast:
             fake = m.generator(inputs)  # (B, 1, 64, 64)
-            d_real, _, _ = m.discriminate(noisy(real))
-            d_fake, mu, logvar = m.discriminate(noisy(fake.detach()))
+            d_real, *_ = m.discriminate(noisy(real))
+            d_fake, mu, logvar, logits = m.discriminate(noisy(fake.detach()))
         is_real, is_fake = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
         d_loss = bce(d_real.float(), is_real) + bce(d_fake.float(), is_fake)
-        q_loss = info_nll(c, *self.q_gaussian(mu, logvar))
+        q_loss = self.q_nll(c, k, mu, logvar, logits)
         self.optimizer.zero_grad(set_to_none=True)
         (d_loss + self.info_lambda * q_loss).backward()
         self.optimizer.step()
 
         with self.autocast:
-            d_fake_g, mu, logvar = m.discriminate(noisy(fake))
+            d_fake_g, mu, logvar, logits = m.discriminate(noisy(fake))
         g_loss = bce(d_fake_g.float(), is_real)  # non-saturating: −log D(G(c, noise))
-        mi = info_nll(c, *self.q_gaussian(mu, logvar))
+        mi = self.q_nll(c, k, mu, logvar, logits)
         self.optimizer_g.zero_grad(set_to_none=True)
         (g_loss + self.info_lambda * mi).backward()
         self.optimizer_g.step()
@@ -658,6 +680,15 @@ class InfoGANTrainer(train.Trainer):
         if not self.noise_steps:
             return self.instance_noise
         return self.instance_noise * max(0.0, 1 - self.step_count / self.noise_steps)
+
+    def q_nll(self, c: torch.Tensor, k: torch.Tensor | None, mu: torch.Tensor,
+              logvar: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """−E log Q(c, k|x): the Gaussian's over the continuous codes c (B, codes), plus, with a
+        categorical code, the cross-entropy of Q's logits (B, categories) at the category k (B,)."""
+        nll = info_nll(c, *self.q_gaussian(mu, logvar))
+        if self.model.categories:
+            nll = nll + nn.functional.cross_entropy(logits.float(), k)
+        return nll
 
     def q_gaussian(self, mu: torch.Tensor,
                    logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -753,23 +784,36 @@ def sampling_generator(model: InfoGAN, batches: int = 8, batch_size: int = 64,
 
 
 def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> None:
-    """Each code swept over [−1, 1] with the rest fixed, beside random samples and how many of
-    them look like the world's (`shape_like`): did G learn the shapes?"""
+    """Each code swept over [−1, 1] with the rest fixed (and, with a categorical code, a row per
+    category: the columns' other inputs shared down the rows), beside random samples and how
+    many of them look like the world's (`shape_like`): did G learn the shapes?"""
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     generator = sampling_generator(model, seed=seed)
+    codes, categories = model.codes, model.categories
+    rows = codes + categories
     with torch.no_grad():
-        base = torch.cat([torch.zeros(1, model.codes),
-                          torch.randn(1, model.noise, generator=g)], 1)  # (1, 10)
-        inputs = base.repeat(model.codes, columns, 1)  # (codes, columns, 10)
-        for i in range(model.codes):
+        first = torch.zeros(1, categories)
+        first[:, :1] = 1  # the first category, if there is a categorical code
+        base = torch.cat([torch.zeros(1, codes), first,
+                          torch.randn(1, model.noise, generator=g)], 1)  # (1, inputs)
+        inputs = base.repeat(rows, columns, 1)  # (rows, columns, inputs)
+        for i in range(codes):
             inputs[i, :, i] = torch.linspace(-1, 1, columns)
-        sweeps = generator(inputs.flatten(0, 1).to(device))  # (codes · columns, 1, 64, 64)
-        samples = generator(infogan_inputs(model, model.codes * columns, g).to(device))
-    grids = [traverse.labelled_grid(((images + 1) / 2).view(model.codes, columns, 1, 64, 64),
-                                    labels, title=title)
-             for images, labels, title in (
-                 (sweeps, [f"c{i + 1}" for i in range(model.codes)], "each code from -1 to 1"),
+        if categories:
+            others = infogan_inputs(model, columns, g)  # (columns, inputs)
+            for j in range(categories):
+                inputs[codes + j] = others
+                inputs[codes + j, :, codes:codes + categories] = nn.functional.one_hot(
+                    torch.tensor(j), categories).float()
+        sweeps = generator(inputs.flatten(0, 1).to(device))  # (rows · columns, 1, 64, 64)
+        samples = generator(infogan_inputs(model, rows * columns, g).to(device))
+    labels = [f"c{i + 1}" for i in range(codes)] + [f"k={j + 1}" for j in range(categories)]
+    sweep_title = "each code from -1 to 1" + (", each category" if categories else "")
+    grids = [traverse.labelled_grid(((images + 1) / 2).view(rows, columns, 1, 64, 64),
+                                    row_labels, title=title)
+             for images, row_labels, title in (
+                 (sweeps, labels, sweep_title),
                  (samples, None, f"random samples, {shape_like((samples + 1) / 2).sum()} of "
                                  f"{len(samples)} shape-like"))]
     traverse.side_by_side(grids).save(path)
@@ -950,6 +994,14 @@ def format_table2(results: list[tuple[str, list[dict[str, float]]]], markdown: b
 
 # ---------------------------------------------------------------- the CLI: --train and --table
 
+def categories_arg(text: str) -> int:
+    """argparse type of --categories: 0 (no categorical code) or a count of at least 2."""
+    value = runs.positive_number(text, int, zero=True)
+    if value == 1:
+        raise argparse.ArgumentTypeError("1: a categorical code needs 0 (none) or 2 or more values")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1040,6 +1092,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--d-norm", choices=D_NORM, default=D_NORM[0],
                    help="InfoGAN: D's normalisation, batch norm (default, A.2) or spectral norm "
                         "on every layer of D (departure: Miyato et al. 2018)")
+    t.add_argument("--categories", type=categories_arg, default=INFOGAN_CATEGORIES,
+                   help="InfoGAN: values of a categorical code beside the continuous ones "
+                        "(departure: Chen et al.'s digit code; 3 for the three shapes; default 0, "
+                        "none, as A.2)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1064,7 +1120,7 @@ CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
-                  "instance_noise_steps", "d_norm"}
+                  "instance_noise_steps", "d_norm", "categories"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1089,7 +1145,8 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
     if args.train == "infogan":
         config |= {"info_lambda": args.info_lambda, "q_std": args.q_std,
                    "instance_noise": args.instance_noise,
-                   "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm}
+                   "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm,
+                   "categories": args.categories}
     runs.settle_bf16(config, device)
     return config
 
