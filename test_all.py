@@ -872,6 +872,37 @@ def test_infogan_spectral_norm_bounds_each_layer_of_d_and_its_checkpoint_loads_a
     assert torch.equal(net.encode(x)[0], trainer.model.encode(x)[0])
 
 
+def test_infogan_categorical_code_is_drawn_uniformly_and_q_pays_its_cross_entropy(tmp_path):
+    plain, three = baselines.InfoGAN(), baselines.InfoGAN(categories=3)
+    # without the code, G's inputs are drawn as ever: c ~ U(−1, 1), then the noise
+    g = torch.Generator().manual_seed(0)
+    expected = torch.cat([torch.rand(4, 5, generator=g) * 2 - 1, torch.randn(4, 5, generator=g)], 1)
+    assert torch.equal(baselines.infogan_inputs(plain, 4, torch.Generator().manual_seed(0)),
+                       expected)
+    # with it: one one-hot column block between the codes and the noise, each value a third
+    inputs = baselines.infogan_inputs(three, 3000, torch.Generator().manual_seed(0))
+    one_hot = inputs[:, 5:8]
+    assert inputs.shape == (3000, 13) and torch.equal(one_hot.sum(1), torch.ones(3000))
+    assert all(abs(share - 1 / 3) < 0.03 for share in one_hot.mean(0).tolist())
+    # Q's loss adds −log softmax(logits)[k], by hand, to the Gaussian's over c
+    args = baselines.build_parser().parse_args(["--train", "infogan", "--categories", "3",
+                                                "--q-std", "fixed", "--train-batch-size", "8"])
+    config = baselines.baseline_config(args, str(tmp_path / "k.pt"), torch.device("cpu"))
+    trainer = baselines.InfoGANTrainer(config, torch.device("cpu"))
+    c, mu = torch.rand(4, 5) * 2 - 1, torch.randn(4, 5)
+    k, logits = torch.tensor([0, 2, 1, 2]), torch.randn(4, 3)
+    by_hand = -sum(math.log(math.exp(logits[b, k[b]]) / sum(map(math.exp, logits[b].tolist())))
+                   for b in range(4)) / 4
+    assert abs(trainer.q_nll(c, k, mu, torch.zeros(4, 5), logits)
+               - baselines.info_nll(c, mu, torch.zeros(4, 5)) - by_hand) < 1e-5
+    trainer.step()  # G, D and Q train with it
+    # the metric reads Q's 5 means and the category's 3 probabilities
+    torch.save({"model": trainer.model.state_dict(), "config": config}, tmp_path / "k.pt")
+    net, _ = baselines.load_representation(str(tmp_path / "k.pt"), torch.device("cpu"))
+    codes, _ = net.encode(shapes.render(shapes.sample_factors(4, torch.Generator())))
+    assert codes.shape == (4, 8) and torch.allclose(codes[:, 5:].sum(1), torch.ones(4))
+
+
 def test_shape_like_passes_the_worlds_images_and_fails_textures_speckle_grey_and_wrong_sizes():
     # objects against a hand count: a diagonal touch joins (8-connected), a ring is one, dots three
     masks = torch.zeros(3, 8, 8, dtype=torch.bool)
