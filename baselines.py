@@ -804,8 +804,7 @@ def draw_infogan(model: InfoGAN, path: str, columns: int = 8, seed: int = 0) -> 
             others = infogan_inputs(model, columns, g)  # (columns, inputs)
             for j in range(categories):
                 inputs[codes + j] = others
-                inputs[codes + j, :, codes:codes + categories] = nn.functional.one_hot(
-                    torch.tensor(j), categories).float()
+                inputs[codes + j, :, codes:codes + categories] = torch.eye(categories)[j]
         sweeps = generator(inputs.flatten(0, 1).to(device))  # (rows · columns, 1, 64, 64)
         samples = generator(infogan_inputs(model, rows * columns, g).to(device))
     labels = [f"c{i + 1}" for i in range(codes)] + [f"k={j + 1}" for j in range(categories)]
@@ -842,7 +841,8 @@ class Baseline:
 
 TRAINED = {
     "dcign": Baseline("DC-IGN", dcign_network, DCIGNTrainer, "rmsprop", DCIGN_LR),
-    "infogan": Baseline("InfoGAN", infogan_network, InfoGANTrainer, "adam", INFOGAN_LR_D, draw_infogan),
+    "infogan": Baseline("InfoGAN", infogan_network, InfoGANTrainer, "adam", INFOGAN_LR_D,
+                        draw_infogan),
 }
 
 
