@@ -482,7 +482,7 @@ INFOGAN_LAMBDA = 1.0  # weight λ of the mutual-information term (Chen et al., A
 # code's continuous codes), a flag
 Q_STD = ("learned", "fixed")
 INFOGAN_LR_G = 1e-3  # Adam (A.2)
-INFOGAN_LR_D = 2e-4
+INFOGAN_LR_D = 2e-4  # D and Q's (A.2); --lr-d, as a spectral-norm D needs a faster one
 INFOGAN_BETAS = (0.5, 0.999)  # Adam's β1 of DCGAN, which InfoGAN builds on
 # std of the Gaussian noise on D's inputs (Sønderby et al. 2016), a departure: binary real images
 # against G's continuous ones would let D win on grey edge pixels alone
@@ -622,7 +622,7 @@ class InfoGANTrainer(train.Trainer):
         # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
         self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(),
                                            *m.q_head.parameters()],
-                                          lr=INFOGAN_LR_D, betas=INFOGAN_BETAS)
+                                          lr=config["lr"], betas=INFOGAN_BETAS)
         self.optimizer_g = torch.optim.Adam(m.generator.parameters(), lr=INFOGAN_LR_G,
                                             betas=INFOGAN_BETAS)
 
@@ -1092,6 +1092,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--d-norm", choices=D_NORM, default=D_NORM[0],
                    help="InfoGAN: D's normalisation, batch norm (default, A.2) or spectral norm "
                         "on every layer of D (departure: Miyato et al. 2018)")
+    t.add_argument("--lr-d", type=positive_float, default=INFOGAN_LR_D,
+                   help=f"InfoGAN: Adam's learning rate for D and Q (default {INFOGAN_LR_D:g}, A.2; "
+                        "departure: 2e-3 with --d-norm spectral, Lin et al. 2020's on dSprites)")
     t.add_argument("--categories", type=categories_arg, default=INFOGAN_CATEGORIES,
                    help="InfoGAN: values of a categorical code beside the continuous ones "
                         "(departure: Chen et al.'s digit code; 3 for the three shapes; default 0, "
@@ -1115,12 +1118,12 @@ def build_parser() -> argparse.ArgumentParser:
 # all 737,280 images through a conv net at every point would cost more than the training between
 CURVE_SCORE = {"L": 16, "n_train": 2000, "n_test": 1000}
 
-# --train-* flags: their config keys
-CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed"}
+# flags whose config key has another name
+CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed", "lr_d": "lr"}
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
-                  "instance_noise_steps", "d_norm", "categories"}
+                  "instance_noise_steps", "d_norm", "categories", "lr_d"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1131,10 +1134,10 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
         config = runs.read_resume_checkpoint(out)["config"]
         if config.get("baseline") != args.train:
             raise UsageError(f"--resume: {out} is not a {args.train} checkpoint")
-        given = {CONFIG_OF.get(flag, flag): value
-                 for flag, value in runs.flags_given(build_parser()).items()
+        given = {flag: value for flag, value in runs.flags_given(build_parser()).items()
                  if flag in TRAINING_FLAGS}
-        runs.check_same_settings(out, config, given, {"steps"})
+        as_flags = config | {flag: config.get(key) for flag, key in CONFIG_OF.items()}
+        runs.check_same_settings(out, as_flags, given, {"steps"})
         return {**config, "steps": given.get("steps", config["steps"])}
     baseline = TRAINED[args.train]
     config = {"baseline": args.train, "dataset": "shapes", "channels": 1, "latents": 10,
@@ -1146,7 +1149,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
         config |= {"info_lambda": args.info_lambda, "q_std": args.q_std,
                    "instance_noise": args.instance_noise,
                    "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm,
-                   "categories": args.categories}
+                   "categories": args.categories, "lr": args.lr_d}
     runs.settle_bf16(config, device)
     return config
 
