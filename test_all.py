@@ -845,6 +845,22 @@ def test_infogan_flags_fix_sigma_at_one_and_lambda_and_instance_noise_reach_the_
     assert trainer.info_lambda == 0.05
     trainer.fixed_std = False  # the default: Q's own log-variance
     assert torch.equal(trainer.q_gaussian(mu, logvar)[1], logvar)
+    # --lr-d: Adam's first step moves each weight by its rate times g / |g| (biases feeding batch
+    # norm get gradients near Adam's ε): D's and Q's weights by --lr-d, G's by A.2's 1e-3 still
+    args = baselines.build_parser().parse_args(["--train", "infogan", "--lr-d", "2e-3",
+                                                "--train-batch-size", "8"])
+    fast = baselines.InfoGANTrainer(
+        baselines.baseline_config(args, str(tmp_path / "f.pt"), torch.device("cpu")),
+        torch.device("cpu"))
+    m = fast.model
+    before = {name: p.detach().clone() for name, p in m.named_parameters()}
+    fast.step()
+    moved = {name: (p.detach() - before[name]).abs().max().item()
+             for name, p in m.named_parameters()}
+    weights = [name for name in moved if name.endswith("weight")]
+    assert len(weights) == 20  # G 9, D 8, Q 3, batch norms among them
+    assert all(abs(moved[name] - (1e-3 if name.startswith("generator.") else 2e-3)) < 1e-6
+               for name in weights)
 
 
 def test_infogan_spectral_norm_bounds_each_layer_of_d_and_its_checkpoint_loads_as_spectral(
@@ -2569,6 +2585,10 @@ def test_baseline_training_smoke_run_writes_a_checkpoint_that_loads(tmp_path, mo
         refused = main_error(monkeypatch, capsys, "baselines.py", "--train", name, "--steps", "20",
                              "--resume", "--q-std", "fixed", "--out", str(out), "--device", "cpu")
         assert "--q-std fixed differs from its learned" in refused
+        for flag, value, was in (("--lr-d", "0.002", "0.0002"), ("--train-batch-size", "16", "8")):
+            refused = main_error(monkeypatch, capsys, "baselines.py", "--train", name, "--steps",
+                                 "20", "--resume", flag, value, "--out", str(out))
+            assert f"{flag} {value} differs from its {was}: leave {flag} out" in refused
     # not a β-VAE: pointed to baselines.py
     assert "baselines.py --table" in main_error(monkeypatch, capsys, "metric.py", str(out))
     if name == "dcign":  # its benchmark times both unpoolings in one run
