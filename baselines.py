@@ -493,6 +493,11 @@ D_NORM = ("batch", "spectral")
 # values of an optional categorical code (Chen et al.'s code for MNIST's ten digits), a departure
 # from A.2's continuous codes: 3 for the three shapes, 0 for none
 INFOGAN_CATEGORIES = 0
+# the networks: A.2's, or, a departure, Lin et al. 2020's dSprites InfoGAN (their released
+# InfoGAN-CR code): G the Table 1 conv decoder's shape (FC 128, FC 4·4·64, four up-convolutions)
+# with batch norm, D and Q four 32-32-64-64 convolutions and FC 128 without batch norm. A.2's G
+# learns the shapes' corners slowly even when told the factors (docs/baselines.md).
+NETWORKS = ("a2", "lin2020")
 
 
 class InfoGAN(nn.Module):
@@ -500,17 +505,48 @@ class InfoGAN(nn.Module):
 
     Images are in [−1, 1]; D gives a logit (the sigmoid is in the loss); Q gives the mean and
     log-variance of a Gaussian over the continuous codes and, with `categories`, logits over a
-    categorical code, which G reads one-hot between the codes and the noise. Batch norm everywhere
-    but in G's last layer and D's first; with d_norm "spectral", D's body and head have spectral
-    norm instead.
+    categorical code, which G reads one-hot between the codes and the noise. `networks` "a2":
+    batch norm everywhere but in G's last layer and D's first; with d_norm "spectral", D's body
+    and head have spectral norm instead. "lin2020": Lin et al.'s smaller networks, batch norm in
+    G alone, spectral norm on every layer of D and Q with d_norm "spectral".
     """
 
     def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE,
-                 d_norm: str = D_NORM[0], categories: int = INFOGAN_CATEGORIES):
+                 d_norm: str = D_NORM[0], categories: int = INFOGAN_CATEGORIES,
+                 networks: str = NETWORKS[0]):
         super().__init__()
+        if networks not in NETWORKS:
+            raise ValueError(f"unknown networks {networks!r} ({' or '.join(NETWORKS)})")
         self.codes, self.noise, self.categories = codes, noise, categories
+        inputs = codes + categories + noise
+        spectral = d_norm == "spectral"
+        norm = nn.utils.parametrizations.spectral_norm if spectral else (lambda layer: layer)
+        if networks == "lin2020":
+            self.generator = nn.Sequential(
+                nn.Linear(inputs, 128), nn.ReLU(), nn.BatchNorm1d(128),
+                nn.Linear(128, 64 * 4 * 4), nn.ReLU(), nn.BatchNorm1d(64 * 4 * 4),
+                nn.Unflatten(1, (64, 4, 4)),
+                nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.LeakyReLU(0.2),
+                nn.BatchNorm2d(64),  # (B, 64, 8, 8)
+                nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.LeakyReLU(0.2),
+                nn.BatchNorm2d(32),  # (B, 32, 16, 16)
+                nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.LeakyReLU(0.2),
+                nn.BatchNorm2d(32),  # (B, 32, 32, 32)
+                nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
+            )
+            self.body = nn.Sequential(
+                norm(nn.Conv2d(1, 32, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 32, 32, 32)
+                norm(nn.Conv2d(32, 32, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 32, 16, 16)
+                norm(nn.Conv2d(32, 64, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 64, 8, 8)
+                norm(nn.Conv2d(64, 64, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 64, 4, 4)
+                nn.Flatten(), norm(nn.Linear(64 * 4 * 4, 128)), nn.LeakyReLU(0.2),  # (B, 128)
+            )
+            self.d_head = norm(nn.Linear(128, 1))
+            self.q_head = nn.Sequential(norm(nn.Linear(128, 128)), nn.LeakyReLU(0.2),
+                                        norm(nn.Linear(128, 2 * codes + categories)))
+            return
         self.generator = nn.Sequential(
-            nn.Linear(codes + categories + noise, 256), nn.BatchNorm1d(256), nn.ReLU(),
+            nn.Linear(inputs, 256), nn.BatchNorm1d(256), nn.ReLU(),
             nn.Linear(256, 128 * 8 * 8), nn.BatchNorm1d(128 * 8 * 8), nn.ReLU(),
             nn.Unflatten(1, (128, 8, 8)),
             nn.ConvTranspose2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128),
@@ -518,8 +554,6 @@ class InfoGAN(nn.Module):
             nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),  # (B, 64, 32, 32)
             nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
         )
-        spectral = d_norm == "spectral"
-        norm = nn.utils.parametrizations.spectral_norm if spectral else (lambda layer: layer)
 
         def batch_norm(layer: nn.Module) -> list[nn.Module]:
             return [] if spectral else [layer]
@@ -602,10 +636,11 @@ def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
 
 
 def infogan_network(config: dict) -> InfoGAN:
-    """The InfoGAN a run's config describes (runs from before --d-norm and --categories have
-    batch norm and no categorical code)."""
+    """The InfoGAN a run's config describes (runs from before --d-norm, --categories and
+    --networks have batch norm, no categorical code and A.2's networks)."""
     return InfoGAN(d_norm=config.get("d_norm", D_NORM[0]),
-                   categories=config.get("categories", INFOGAN_CATEGORIES))
+                   categories=config.get("categories", INFOGAN_CATEGORIES),
+                   networks=config.get("networks", NETWORKS[0]))
 
 
 class InfoGANTrainer(train.Trainer):
@@ -1099,6 +1134,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="InfoGAN: values of a categorical code beside the continuous ones "
                         "(departure: Chen et al.'s digit code; 3 for the three shapes; default 0, "
                         "none, as A.2)")
+    t.add_argument("--networks", choices=NETWORKS, default=NETWORKS[0],
+                   help="InfoGAN: A.2's networks (default) or Lin et al. 2020's smaller dSprites "
+                        "ones (departure: A.2's G draws the shapes' corners slowly)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1123,7 +1161,7 @@ CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed", "lr_d": "lr
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
-                  "instance_noise_steps", "d_norm", "categories", "lr_d"}
+                  "instance_noise_steps", "d_norm", "categories", "lr_d", "networks"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1149,7 +1187,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
         config |= {"info_lambda": args.info_lambda, "q_std": args.q_std,
                    "instance_noise": args.instance_noise,
                    "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm,
-                   "categories": args.categories, "lr": args.lr_d}
+                   "categories": args.categories, "lr": args.lr_d, "networks": args.networks}
     runs.settle_bf16(config, device)
     return config
 

@@ -888,6 +888,33 @@ def test_infogan_spectral_norm_bounds_each_layer_of_d_and_its_checkpoint_loads_a
     assert torch.equal(net.encode(x)[0], trainer.model.encode(x)[0])
 
 
+def test_infogan_lin2020_networks_have_their_widths_and_a_checkpoint_reloads_them(tmp_path):
+    args = baselines.build_parser().parse_args(["--train", "infogan", "--networks", "lin2020",
+                                                "--d-norm", "spectral", "--train-batch-size", "8"])
+    config = baselines.baseline_config(args, str(tmp_path / "n.pt"), torch.device("cpu"))
+    trainer = baselines.InfoGANTrainer(config, torch.device("cpu"))
+    m = trainer.model
+    nn = torch.nn
+    # Lin et al. 2020's dSprites networks: G up from 4 × 4 × 64 through 64, 32, 32 channels with
+    # batch norm; D four convolutions 32, 32, 64, 64 and FC 128, Q FC 128, none with batch norm
+    widths = [layer.out_channels for layer in m.generator if isinstance(layer, nn.ConvTranspose2d)]
+    assert widths == [64, 32, 32, 1] and m.generator[3].out_features == 64 * 4 * 4
+    assert [layer.out_channels for layer in m.body if isinstance(layer, nn.Conv2d)] == [32, 32, 64, 64]
+    d_and_q = [*m.body, *m.q_head]
+    assert not any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in d_and_q)
+    spectral = [layer for layer in [*d_and_q, m.d_head] if hasattr(layer, "parametrizations")]
+    assert len(spectral) == 8  # every convolution and linear layer of D and Q
+    for _ in range(3):
+        trainer.step()
+    torch.save({"model": m.state_dict(), "config": config}, tmp_path / "n.pt")
+    net, _ = baselines.load_representation(str(tmp_path / "n.pt"), torch.device("cpu"))
+    x = torch.rand(4, 1, 64, 64).round()
+    m.eval()
+    assert torch.equal(net.encode(x)[0], m.encode(x)[0])
+    with pytest.raises(ValueError, match="unknown networks"):
+        baselines.InfoGAN(networks="a3")
+
+
 def test_infogan_categorical_code_is_drawn_uniformly_and_q_pays_its_cross_entropy(tmp_path):
     plain, three = baselines.InfoGAN(), baselines.InfoGAN(categories=3)
     # without the code, G's inputs are drawn as ever: c ~ U(−1, 1), then the noise
