@@ -495,9 +495,12 @@ D_NORM = ("batch", "spectral")
 INFOGAN_CATEGORIES = 0
 # the networks: A.2's, or, a departure, Lin et al. 2020's dSprites InfoGAN (their released
 # InfoGAN-CR code): G the Table 1 conv decoder's shape (FC 128, FC 4·4·64, four up-convolutions)
-# with batch norm, D and Q four 32-32-64-64 convolutions and FC 128 without batch norm. A.2's G
-# learns the shapes' corners slowly even when told the factors (docs/baselines.md).
+# with batch norm, D and Q four 32-32-64-64 convolutions and FC 128 without batch norm: the
+# networks of a published dSprites InfoGAN recipe, at a fifth of A.2's weights.
 NETWORKS = ("a2", "lin2020")
+# G's normalisation: batch norm (A.2, and Lin et al.'s) or, a departure, none: told the factors,
+# G without it draws the corners that G with it rounds off (docs/baselines.md)
+G_NORM = ("batch", "none")
 
 
 class InfoGAN(nn.Module):
@@ -508,12 +511,13 @@ class InfoGAN(nn.Module):
     categorical code, which G reads one-hot between the codes and the noise. `networks` "a2":
     batch norm everywhere but in G's last layer and D's first; with d_norm "spectral", D's body
     and head have spectral norm instead. "lin2020": Lin et al.'s smaller networks, batch norm in
-    G alone, spectral norm on every layer of D and Q with d_norm "spectral".
+    G alone, spectral norm on every layer of D and Q with d_norm "spectral". g_norm "none" takes
+    the batch norm out of G.
     """
 
     def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE,
                  d_norm: str = D_NORM[0], categories: int = INFOGAN_CATEGORIES,
-                 networks: str = NETWORKS[0]):
+                 networks: str = NETWORKS[0], g_norm: str = G_NORM[0]):
         super().__init__()
         if networks not in NETWORKS:
             raise ValueError(f"unknown networks {networks!r} ({' or '.join(NETWORKS)})")
@@ -521,17 +525,21 @@ class InfoGAN(nn.Module):
         inputs = codes + categories + noise
         spectral = d_norm == "spectral"
         norm = nn.utils.parametrizations.spectral_norm if spectral else (lambda layer: layer)
+
+        def g_batch_norm(layer: nn.Module) -> list[nn.Module]:
+            return [layer] if g_norm == "batch" else []
+
         if networks == "lin2020":
             self.generator = nn.Sequential(
-                nn.Linear(inputs, 128), nn.ReLU(), nn.BatchNorm1d(128),
-                nn.Linear(128, 64 * 4 * 4), nn.ReLU(), nn.BatchNorm1d(64 * 4 * 4),
+                nn.Linear(inputs, 128), nn.ReLU(), *g_batch_norm(nn.BatchNorm1d(128)),
+                nn.Linear(128, 64 * 4 * 4), nn.ReLU(), *g_batch_norm(nn.BatchNorm1d(64 * 4 * 4)),
                 nn.Unflatten(1, (64, 4, 4)),
                 nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.LeakyReLU(0.2),
-                nn.BatchNorm2d(64),  # (B, 64, 8, 8)
+                *g_batch_norm(nn.BatchNorm2d(64)),  # (B, 64, 8, 8)
                 nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.LeakyReLU(0.2),
-                nn.BatchNorm2d(32),  # (B, 32, 16, 16)
+                *g_batch_norm(nn.BatchNorm2d(32)),  # (B, 32, 16, 16)
                 nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.LeakyReLU(0.2),
-                nn.BatchNorm2d(32),  # (B, 32, 32, 32)
+                *g_batch_norm(nn.BatchNorm2d(32)),  # (B, 32, 32, 32)
                 nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
             )
             self.body = nn.Sequential(
@@ -546,12 +554,13 @@ class InfoGAN(nn.Module):
                                         norm(nn.Linear(128, 2 * codes + categories)))
             return
         self.generator = nn.Sequential(
-            nn.Linear(inputs, 256), nn.BatchNorm1d(256), nn.ReLU(),
-            nn.Linear(256, 128 * 8 * 8), nn.BatchNorm1d(128 * 8 * 8), nn.ReLU(),
+            nn.Linear(inputs, 256), *g_batch_norm(nn.BatchNorm1d(256)), nn.ReLU(),
+            nn.Linear(256, 128 * 8 * 8), *g_batch_norm(nn.BatchNorm1d(128 * 8 * 8)), nn.ReLU(),
             nn.Unflatten(1, (128, 8, 8)),
-            nn.ConvTranspose2d(128, 128, 4, 2, 1), nn.BatchNorm2d(128),
+            nn.ConvTranspose2d(128, 128, 4, 2, 1), *g_batch_norm(nn.BatchNorm2d(128)),
             nn.ReLU(),  # (B, 128, 16, 16)
-            nn.ConvTranspose2d(128, 64, 4, 2, 1), nn.BatchNorm2d(64), nn.ReLU(),  # (B, 64, 32, 32)
+            nn.ConvTranspose2d(128, 64, 4, 2, 1), *g_batch_norm(nn.BatchNorm2d(64)),
+            nn.ReLU(),  # (B, 64, 32, 32)
             nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
         )
 
@@ -636,11 +645,12 @@ def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
 
 
 def infogan_network(config: dict) -> InfoGAN:
-    """The InfoGAN a run's config describes (runs from before --d-norm, --categories and
-    --networks have batch norm, no categorical code and A.2's networks)."""
+    """The InfoGAN a run's config describes (runs from before --d-norm, --categories, --networks
+    and --g-norm have batch norm, no categorical code and A.2's networks)."""
     return InfoGAN(d_norm=config.get("d_norm", D_NORM[0]),
                    categories=config.get("categories", INFOGAN_CATEGORIES),
-                   networks=config.get("networks", NETWORKS[0]))
+                   networks=config.get("networks", NETWORKS[0]),
+                   g_norm=config.get("g_norm", G_NORM[0]))
 
 
 class InfoGANTrainer(train.Trainer):
@@ -1136,7 +1146,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "none, as A.2)")
     t.add_argument("--networks", choices=NETWORKS, default=NETWORKS[0],
                    help="InfoGAN: A.2's networks (default) or Lin et al. 2020's smaller dSprites "
-                        "ones (departure: A.2's G draws the shapes' corners slowly)")
+                        "ones (departure: their published recipe's)")
+    t.add_argument("--g-norm", choices=G_NORM, default=G_NORM[0],
+                   help="InfoGAN: G's normalisation, batch norm (default, A.2) or none "
+                        "(departure: G learns the shapes' corners sooner without it)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1161,7 +1174,8 @@ CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed", "lr_d": "lr
 # a --resume refuses any of these that differs from the checkpoint's
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
-                  "instance_noise_steps", "d_norm", "categories", "lr_d", "networks"}
+                  "instance_noise_steps", "d_norm", "categories", "lr_d", "networks",
+                  "g_norm"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1187,7 +1201,8 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
         config |= {"info_lambda": args.info_lambda, "q_std": args.q_std,
                    "instance_noise": args.instance_noise,
                    "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm,
-                   "categories": args.categories, "lr": args.lr_d, "networks": args.networks}
+                   "categories": args.categories, "lr": args.lr_d, "networks": args.networks,
+                   "g_norm": args.g_norm}
     runs.settle_bf16(config, device)
     return config
 

@@ -913,6 +913,13 @@ def test_infogan_lin2020_networks_have_their_widths_and_a_checkpoint_reloads_the
     assert torch.equal(net.encode(x)[0], m.encode(x)[0])
     with pytest.raises(ValueError, match="unknown networks"):
         baselines.InfoGAN(networks="a3")
+    # --g-norm none takes every batch norm out of G, in both networks, and leaves D as it was
+    for networks, layers in (("a2", 11), ("lin2020", 13)):
+        plain = baselines.InfoGAN(networks=networks, g_norm="none")
+        with_norm = baselines.InfoGAN(networks=networks)
+        assert len(with_norm.generator) - len(plain.generator) == 4 + (networks == "lin2020")
+        assert not any(isinstance(layer, nn.modules.batchnorm._BatchNorm) for layer in plain.generator)
+        assert len(plain.generator) == layers and str(plain.body) == str(with_norm.body)
 
 
 def test_infogan_categorical_code_is_drawn_uniformly_and_q_pays_its_cross_entropy(tmp_path):
