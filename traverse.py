@@ -78,7 +78,7 @@ MAP_ROW = HEAT + LINE + 4 * GAP
 BAR = (10, 44)  # the colour bar: its width, and the room for its value labels right of it
 CURVE = (480, 280)  # the learning curves' axis box, pixels
 CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0),
-                 (90, 90, 90), (0, 150, 150), (160, 100, 40))
+                 (90, 90, 90), (0, 150, 150), (160, 100, 40), (230, 90, 170))
 FIGURES = ("traversal", "maps", "samples", "recon", "explorer")  # what --only chooses from
 EXPLORER_TEMPLATE = Path(__file__).with_name("explorer_template.html")
 # The explorer's seeds: each shape, upright, at these (name, scale class, posX, posY).
