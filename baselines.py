@@ -521,6 +521,8 @@ class InfoGAN(nn.Module):
         super().__init__()
         if networks not in NETWORKS:
             raise ValueError(f"unknown networks {networks!r} ({' or '.join(NETWORKS)})")
+        if g_norm not in G_NORM:
+            raise ValueError(f"unknown g_norm {g_norm!r} ({' or '.join(G_NORM)})")
         self.codes, self.noise, self.categories = codes, noise, categories
         inputs = codes + categories + noise
         spectral = d_norm == "spectral"
@@ -529,7 +531,34 @@ class InfoGAN(nn.Module):
         def g_batch_norm(layer: nn.Module) -> list[nn.Module]:
             return [layer] if g_norm == "batch" else []
 
-        if networks == "lin2020":
+        if networks == "a2":
+            self.generator = nn.Sequential(
+                nn.Linear(inputs, 256), *g_batch_norm(nn.BatchNorm1d(256)), nn.ReLU(),
+                nn.Linear(256, 128 * 8 * 8), *g_batch_norm(nn.BatchNorm1d(128 * 8 * 8)), nn.ReLU(),
+                nn.Unflatten(1, (128, 8, 8)),
+                nn.ConvTranspose2d(128, 128, 4, 2, 1), *g_batch_norm(nn.BatchNorm2d(128)),
+                nn.ReLU(),  # (B, 128, 16, 16)
+                nn.ConvTranspose2d(128, 64, 4, 2, 1), *g_batch_norm(nn.BatchNorm2d(64)),
+                nn.ReLU(),  # (B, 64, 32, 32)
+                nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
+            )
+
+            def batch_norm(layer: nn.Module) -> list[nn.Module]:
+                return [] if spectral else [layer]
+
+            self.body = nn.Sequential(
+                norm(nn.Conv2d(1, 64, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 64, 32, 32)
+                norm(nn.Conv2d(64, 128, 4, 2, 1)), *batch_norm(nn.BatchNorm2d(128)),
+                nn.LeakyReLU(0.2),  # (B, 128, 16, 16)
+                norm(nn.Conv2d(128, 128, 4, 2, 1)), *batch_norm(nn.BatchNorm2d(128)),
+                nn.LeakyReLU(0.2),  # (B, 128, 8, 8)
+                nn.Flatten(), norm(nn.Linear(128 * 8 * 8, 256)), *batch_norm(nn.BatchNorm1d(256)),
+                nn.LeakyReLU(0.2),  # (B, 256)
+            )
+            self.d_head = norm(nn.Linear(256, 1))
+            self.q_head = nn.Sequential(nn.Linear(256, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.2),
+                                        nn.Linear(128, 2 * codes + categories))
+        else:  # lin2020
             self.generator = nn.Sequential(
                 nn.Linear(inputs, 128), nn.ReLU(), *g_batch_norm(nn.BatchNorm1d(128)),
                 nn.Linear(128, 64 * 4 * 4), nn.ReLU(), *g_batch_norm(nn.BatchNorm1d(64 * 4 * 4)),
@@ -552,38 +581,11 @@ class InfoGAN(nn.Module):
             self.d_head = norm(nn.Linear(128, 1))
             self.q_head = nn.Sequential(norm(nn.Linear(128, 128)), nn.LeakyReLU(0.2),
                                         norm(nn.Linear(128, 2 * codes + categories)))
-            return
-        self.generator = nn.Sequential(
-            nn.Linear(inputs, 256), *g_batch_norm(nn.BatchNorm1d(256)), nn.ReLU(),
-            nn.Linear(256, 128 * 8 * 8), *g_batch_norm(nn.BatchNorm1d(128 * 8 * 8)), nn.ReLU(),
-            nn.Unflatten(1, (128, 8, 8)),
-            nn.ConvTranspose2d(128, 128, 4, 2, 1), *g_batch_norm(nn.BatchNorm2d(128)),
-            nn.ReLU(),  # (B, 128, 16, 16)
-            nn.ConvTranspose2d(128, 64, 4, 2, 1), *g_batch_norm(nn.BatchNorm2d(64)),
-            nn.ReLU(),  # (B, 64, 32, 32)
-            nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
-        )
-
-        def batch_norm(layer: nn.Module) -> list[nn.Module]:
-            return [] if spectral else [layer]
-
-        self.body = nn.Sequential(
-            norm(nn.Conv2d(1, 64, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 64, 32, 32)
-            norm(nn.Conv2d(64, 128, 4, 2, 1)), *batch_norm(nn.BatchNorm2d(128)),
-            nn.LeakyReLU(0.2),  # (B, 128, 16, 16)
-            norm(nn.Conv2d(128, 128, 4, 2, 1)), *batch_norm(nn.BatchNorm2d(128)),
-            nn.LeakyReLU(0.2),  # (B, 128, 8, 8)
-            nn.Flatten(), norm(nn.Linear(128 * 8 * 8, 256)), *batch_norm(nn.BatchNorm1d(256)),
-            nn.LeakyReLU(0.2),  # (B, 256)
-        )
-        self.d_head = norm(nn.Linear(256, 1))
-        self.q_head = nn.Sequential(nn.Linear(256, 128), nn.BatchNorm1d(128), nn.LeakyReLU(0.2),
-                                    nn.Linear(128, 2 * codes + categories))
 
     def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x (B, 1, 64, 64) in [−1, 1] -> D's logit (B,), Q's mean and log-variance (B, codes),
         Q's logits over the categorical code (B, categories)."""
-        h = self.body(x)  # (B, 256)
+        h = self.body(x)  # (B, 256), (B, 128) with lin2020
         q = self.q_head(h)  # (B, 2 · codes + categories)
         mu, logvar = q[:, :2 * self.codes].chunk(2, dim=1)
         return self.d_head(h)[:, 0], mu, logvar, q[:, 2 * self.codes:]

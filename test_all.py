@@ -913,6 +913,8 @@ def test_infogan_lin2020_networks_have_their_widths_and_a_checkpoint_reloads_the
     assert torch.equal(net.encode(x)[0], m.encode(x)[0])
     with pytest.raises(ValueError, match="unknown networks"):
         baselines.InfoGAN(networks="a3")
+    with pytest.raises(ValueError, match="unknown g_norm"):
+        baselines.InfoGAN(g_norm="layer")
     # --g-norm none takes every batch norm out of G, in both networks, and leaves D as it was
     for networks, layers in (("a2", 11), ("lin2020", 13)):
         plain = baselines.InfoGAN(networks=networks, g_norm="none")
