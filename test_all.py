@@ -2382,6 +2382,16 @@ def test_traverse_learning_curves_draw_each_log_and_reject_logs_without_scores(t
     # the legend sits right of x = 366
     assert blue.any() and not (pixels[top + 20:-3 * traverse.LINE]
                                == traverse.CURVE_COLOURS[0]).all(-1)[:, :300].any()
+    # a curve through the legend's corner moves the legend right of the box, not over the curve
+    low = tmp_path / "low.csv"
+    low.write_text("step,samples,seconds,loss,score\n250,64000,60.0,150.0,0.3\n"
+                   "750,192000,600.0,130.0,0.3\n")
+    traverse.learning_curves([f"near chance={low}"], tmp_path / "low.png")
+    wide = np.asarray(Image.open(tmp_path / "low.png").convert("RGB"))
+    blue = (wide == traverse.CURVE_COLOURS[0]).all(-1)
+    box_right = 56 + traverse.CURVE[0]
+    assert wide.shape[1] > pixels.shape[1] and blue[:, box_right + 2:].any()
+    assert not blue[:top + traverse.CURVE[1] - 40].any()  # the curve is low, the legend level
     bare = tmp_path / "bare.csv"
     bare.write_text("step,samples,seconds,loss\n250,64000,60.0,150.0\n")
     assert_one_line_error(run_cli("traverse.py", "--curves", str(bare), check=False))

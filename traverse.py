@@ -77,6 +77,7 @@ TICK = 4  # length of a tick mark, pixels
 MAP_ROW = HEAT + LINE + 4 * GAP
 BAR = (10, 44)  # the colour bar: its width, and the room for its value labels right of it
 CURVE = (480, 280)  # the learning curves' axis box, pixels
+LEGEND_X = 56 + CURVE[0] - 170  # a legend's left edge at a plot's lower right
 CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0),
                  (90, 90, 90), (0, 150, 150), (160, 100, 40), (230, 90, 170))
 FIGURES = ("traversal", "maps", "samples", "recon", "explorer")  # what --only chooses from
@@ -357,13 +358,34 @@ def learning_curves(specs: list[str], path: Path, x: str = "minutes") -> None:
     canvas, draw, xy = score_axes(x_max,
                                   [round(i * step, 1) for i in range(round(x_max / step) + 1)],
                                   CURVE_AXES[x][2], "disentanglement score (Sec. 3)")
-    for i, ((label, xs, scores), colour) in enumerate(zip(curves, CURVE_COLOURS * len(curves))):
-        points = [xy(m, s) for m, s in zip(xs, scores)]
+    lines = [[xy(m, s) for m, s in zip(xs, scores)] for _, xs, scores in curves]
+    colours = CURVE_COLOURS * len(curves)
+    for points, colour in zip(lines, colours):
         draw.line(points, fill=colour, width=2)
         for px, py in points:
             draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
-        legend(draw, i, len(curves), label, colour)
+    labels = [label for label, _, _ in curves]
+    width = max(draw.textlength(label, font=font()) for label in labels)
+    x0, y0 = LEGEND_X, 2 * LINE + CURVE[1] - len(labels) * LINE - 4
+    if any(covers((x0 - 4, y0 - 4, x0 + width + 4, y0 + len(labels) * LINE), line)
+           for line in lines):  # no room in the box: the legend goes right of it
+        x0 = 56 + CURVE[0] + SPACE
+        wide = Image.new("RGB", (round(x0 + width + SPACE), canvas.height), "white")
+        wide.paste(canvas)
+        canvas, draw = wide, ImageDraw.Draw(wide)
+    for i, (label, colour) in enumerate(zip(labels, colours)):
+        legend(draw, i, len(labels), label, colour, x=x0)
     canvas.save(path)
+
+
+def covers(box: tuple[float, float, float, float], line: list[tuple[float, float]]) -> bool:
+    """Whether a polyline, its points and the segments between them, enters box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = box
+    ends = np.array(line, dtype=float)  # (P, 2)
+    t = np.linspace(0, 1, 33)[:, None, None]  # a point every few pixels of a segment
+    along = ends[:1][None] if len(ends) == 1 else (1 - t) * ends[:-1] + t * ends[1:]
+    return bool(((along[..., 0] >= x0) & (along[..., 0] <= x1)
+                 & (along[..., 1] >= y0) & (along[..., 1] <= y1)).any())
 
 
 # ---------------------------------------------------------------- reading replicas for the figures
@@ -468,9 +490,10 @@ def score_axes(x_max: float, ticks, x_name: str, title: str,
 
 
 def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str,
-           colour: tuple[int, int, int], left: bool = False) -> None:
-    """Line i of n of a plot's legend, at its lower right (or left)."""
-    x = 56 + 12 if left else 56 + CURVE[0] - 170
+           colour: tuple[int, int, int], left: bool = False, x: float | None = None) -> None:
+    """Line i of n of a plot's legend, at its lower right (or left, or from x on)."""
+    if x is None:
+        x = 56 + 12 if left else LEGEND_X
     draw.text((x, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
 
 
