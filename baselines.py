@@ -501,6 +501,12 @@ NETWORKS = ("a2", "lin2020")
 # G's normalisation: batch norm (A.2, and Lin et al.'s) or, a departure, none: told the factors,
 # G without it draws the corners that G with it rounds off (docs/baselines.md)
 G_NORM = ("batch", "none")
+# the weights' initialisation: PyTorch's defaults or, a departure, DCGAN's (Radford et al. 2016),
+# which Lin et al.'s code uses: N(0, 0.02) (truncated at 2σ in convolutions), biases 0
+INIT = ("torch", "dcgan")
+# generator steps per discriminator step: 1 (A.2) or, a departure, Lin et al.'s code's 2, both on
+# the D step's codes and noise
+G_STEPS = 1
 
 
 class InfoGAN(nn.Module):
@@ -512,17 +518,19 @@ class InfoGAN(nn.Module):
     batch norm everywhere but in G's last layer and D's first; with d_norm "spectral", D's body
     and head have spectral norm instead. "lin2020": Lin et al.'s smaller networks, batch norm in
     G alone, spectral norm on every layer of D and Q with d_norm "spectral". g_norm "none" takes
-    the batch norm out of G.
+    the batch norm out of G. init "dcgan" draws the weights as DCGAN's code does (`dcgan_init`).
     """
 
     def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE,
                  d_norm: str = D_NORM[0], categories: int = INFOGAN_CATEGORIES,
-                 networks: str = NETWORKS[0], g_norm: str = G_NORM[0]):
+                 networks: str = NETWORKS[0], g_norm: str = G_NORM[0], init: str = INIT[0]):
         super().__init__()
         if networks not in NETWORKS:
             raise ValueError(f"unknown networks {networks!r} ({' or '.join(NETWORKS)})")
         if g_norm not in G_NORM:
             raise ValueError(f"unknown g_norm {g_norm!r} ({' or '.join(G_NORM)})")
+        if init not in INIT:
+            raise ValueError(f"unknown init {init!r} ({' or '.join(INIT)})")
         self.codes, self.noise, self.categories = codes, noise, categories
         inputs = codes + categories + noise
         spectral = d_norm == "spectral"
@@ -581,6 +589,8 @@ class InfoGAN(nn.Module):
             self.d_head = norm(nn.Linear(128, 1))
             self.q_head = nn.Sequential(norm(nn.Linear(128, 128)), nn.LeakyReLU(0.2),
                                         norm(nn.Linear(128, 2 * codes + categories)))
+        if init == "dcgan":
+            dcgan_init(self)
 
     def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x (B, 1, 64, 64) in [−1, 1] -> D's logit (B,), Q's mean and log-variance (B, codes),
@@ -601,6 +611,27 @@ class InfoGAN(nn.Module):
                           torch.cat([logvar, torch.zeros_like(logits)], 1)))
         mu, logvar = (torch.cat(halves) for halves in zip(*parts))
         return mu, logvar
+
+
+def dcgan_init(model: nn.Module) -> None:
+    """DCGAN's initialisation, as in Lin et al.'s TensorFlow code: every weight N(0, 0.02),
+    truncated at ±2σ in convolutions, every bias 0. Spectral norm is taken off and put back
+    around each layer it wraps, so that its power iteration starts from the new weight."""
+    parametrize = nn.utils.parametrize
+    layers = [m for m in model.modules()
+              if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    for layer in layers:
+        spectral = parametrize.is_parametrized(layer, "weight")
+        if spectral:
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+        with torch.no_grad():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.trunc_normal_(layer.weight, 0.0, 0.02, -0.04, 0.04)
+            else:
+                nn.init.normal_(layer.weight, 0.0, 0.02)
+            nn.init.zeros_(layer.bias)
+        if spectral:
+            nn.utils.parametrizations.spectral_norm(layer)
 
 
 def info_nll(c: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -647,17 +678,19 @@ def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
 
 
 def infogan_network(config: dict) -> InfoGAN:
-    """The InfoGAN a run's config describes (runs from before --d-norm, --categories, --networks
-    and --g-norm have batch norm, no categorical code and A.2's networks)."""
+    """The InfoGAN a run's config describes (runs from before --d-norm, --categories, --networks,
+    --g-norm and --init have batch norm, no categorical code, A.2's networks and PyTorch's
+    initialisation)."""
     return InfoGAN(d_norm=config.get("d_norm", D_NORM[0]),
                    categories=config.get("categories", INFOGAN_CATEGORIES),
                    networks=config.get("networks", NETWORKS[0]),
-                   g_norm=config.get("g_norm", G_NORM[0]))
+                   g_norm=config.get("g_norm", G_NORM[0]), init=config.get("init", INIT[0]))
 
 
 class InfoGANTrainer(train.Trainer):
-    """One discriminator-and-Q step, then one generator step, per batch; Adam for each side.
-    config's info_lambda is λ and its q_std "learned" or "fixed" (σ = 1)."""
+    """One discriminator-and-Q step, then one generator step (config's g_steps of them), per
+    batch; Adam for each side. config's info_lambda is λ and its q_std "learned" or "fixed"
+    (σ = 1)."""
 
     def __init__(self, config: dict, device: torch.device):
         super().__init__(config, device)
@@ -666,6 +699,7 @@ class InfoGANTrainer(train.Trainer):
         self.fixed_std = config.get("q_std", Q_STD[0]) == "fixed"
         self.instance_noise = config.get("instance_noise", INSTANCE_NOISE)
         self.noise_steps = config.get("instance_noise_steps")
+        self.g_steps = config.get("g_steps", G_STEPS)
         # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
         self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(),
                                            *m.q_head.parameters()],
@@ -708,13 +742,16 @@ class InfoGANTrainer(train.Trainer):
         (d_loss + self.info_lambda * q_loss).backward()
         self.optimizer.step()
 
-        with self.autocast:
-            d_fake_g, mu, logvar, logits = m.discriminate(noisy(fake))
-        g_loss = bce(d_fake_g.float(), is_real)  # non-saturating: −log D(G(c, noise))
-        mi = self.q_nll(c, k, mu, logvar, logits)
-        self.optimizer_g.zero_grad(set_to_none=True)
-        (g_loss + self.info_lambda * mi).backward()
-        self.optimizer_g.step()
+        for i in range(self.g_steps):
+            with self.autocast:
+                if i:  # G has moved: draw the same inputs again
+                    fake = m.generator(inputs)
+                d_fake_g, mu, logvar, logits = m.discriminate(noisy(fake))
+            g_loss = bce(d_fake_g.float(), is_real)  # non-saturating: −log D(G(c, noise))
+            mi = self.q_nll(c, k, mu, logvar, logits)
+            self.optimizer_g.zero_grad(set_to_none=True)
+            (g_loss + self.info_lambda * mi).backward()
+            self.optimizer_g.step()
         self.step_count += 1
         self.fake = fake.detach()  # the last batch drawn, for report's shape_like
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "info_nll": mi.detach(),
@@ -1152,6 +1189,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--g-norm", choices=G_NORM, default=G_NORM[0],
                    help="InfoGAN: G's normalisation, batch norm (default, A.2) or none "
                         "(departure: G learns the shapes' corners sooner without it)")
+    t.add_argument("--init", choices=INIT, default=INIT[0],
+                   help="InfoGAN: the weights' initialisation, PyTorch's (default) or DCGAN's "
+                        "N(0, 0.02) with zero biases (departure: Lin et al. 2020's code)")
+    t.add_argument("--g-steps", type=positive_int, default=G_STEPS,
+                   help=f"InfoGAN: generator steps per discriminator step (default {G_STEPS}, "
+                        "A.2; departure: 2 in Lin et al. 2020's code)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1177,7 +1220,7 @@ CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed", "lr_d": "lr
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
                   "instance_noise_steps", "d_norm", "categories", "lr_d", "networks",
-                  "g_norm"}
+                  "g_norm", "init", "g_steps"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1204,7 +1247,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
                    "instance_noise": args.instance_noise,
                    "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm,
                    "categories": args.categories, "lr": args.lr_d, "networks": args.networks,
-                   "g_norm": args.g_norm}
+                   "g_norm": args.g_norm, "init": args.init, "g_steps": args.g_steps}
     runs.settle_bf16(config, device)
     return config
 

@@ -924,6 +924,41 @@ def test_infogan_lin2020_networks_have_their_widths_and_a_checkpoint_reloads_the
         assert len(plain.generator) == layers and str(plain.body) == str(with_norm.body)
 
 
+def test_infogan_lin2020_code_init_and_two_g_steps_reach_the_networks_and_the_trainer(tmp_path):
+    args = baselines.build_parser().parse_args([
+        "--train", "infogan", "--networks", "lin2020", "--d-norm", "spectral", "--init", "dcgan",
+        "--g-steps", "2", "--train-batch-size", "8"])
+    config = baselines.baseline_config(args, str(tmp_path / "l.pt"), torch.device("cpu"))
+    torch.manual_seed(0)
+    trainer = baselines.InfoGANTrainer(config, torch.device("cpu"))
+    m, nn = trainer.model, torch.nn
+    layers = [layer for layer in m.modules()
+              if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(layers) == 14  # G 6, D 5 and its head, Q 2
+    for layer in layers:
+        spectral = nn.utils.parametrize.is_parametrized(layer, "weight")
+        w = layer.parametrizations.weight.original if spectral else layer.weight
+        w = w.detach().double()
+        assert (layer.bias == 0).all()
+        if isinstance(layer, nn.Conv2d):  # TF's truncated normal: within ±2σ, std 0.88σ
+            assert w.abs().max() <= 0.04 and abs(w.std() / 0.02 - 0.88) < 0.1
+        elif w.numel() >= 1024:
+            assert abs(w.std() / 0.02 - 1) < 0.1 and w.abs().max() > 0.04
+        if spectral:  # the power iteration restarted from the new weight: σ of the used weight 1
+            m.eval()
+            used = layer.weight.detach().flatten(1).double().numpy()
+            assert abs(np.linalg.svd(used, compute_uv=False)[0] - 1) < 0.05
+            m.train()
+    with pytest.raises(ValueError, match="unknown init"):
+        baselines.InfoGAN(init="xavier")
+    # two Adam steps of G for each of D's: G's moment counter runs twice as fast
+    for _ in range(3):
+        trainer.step()
+    g_steps = {int(state["step"]) for state in trainer.optimizer_g.state_dict()["state"].values()}
+    d_steps = {int(state["step"]) for state in trainer.optimizer.state_dict()["state"].values()}
+    assert g_steps == {6} and d_steps == {3}
+
+
 def test_infogan_categorical_code_is_drawn_uniformly_and_q_pays_its_cross_entropy(tmp_path):
     plain, three = baselines.InfoGAN(), baselines.InfoGAN(categories=3)
     # without the code, G's inputs are drawn as ever: c ~ U(−1, 1), then the noise
