@@ -507,6 +507,16 @@ INIT = ("torch", "dcgan")
 # generator steps per discriminator step: 1 (A.2) or, a departure, Lin et al.'s code's 2, both on
 # the D step's codes and noise
 G_STEPS = 1
+# the pixels D sees: "signed", in [−1, 1] from G's tanh (DCGAN's), or, a departure, "unit", in [0, 1]
+# from G's sigmoid, as in Lin et al.'s code, where the background is 0 like the zero padding
+PIXELS = ("signed", "unit")
+
+
+class HalfTanh(nn.Module):
+    """tanh(a / 2) = 2·sigmoid(a) − 1: a sigmoid's output, written in [−1, 1]."""
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(a / 2)
 
 
 class InfoGAN(nn.Module):
@@ -519,11 +529,13 @@ class InfoGAN(nn.Module):
     and head have spectral norm instead. "lin2020": Lin et al.'s smaller networks, batch norm in
     G alone, spectral norm on every layer of D and Q with d_norm "spectral". g_norm "none" takes
     the batch norm out of G. init "dcgan" draws the weights as DCGAN's code does (`dcgan_init`).
+    pixels "unit": G ends in a sigmoid and D reads (x + 1) / 2; images outside stay in [−1, 1].
     """
 
     def __init__(self, codes: int = INFOGAN_CODES, noise: int = INFOGAN_NOISE,
                  d_norm: str = D_NORM[0], categories: int = INFOGAN_CATEGORIES,
-                 networks: str = NETWORKS[0], g_norm: str = G_NORM[0], init: str = INIT[0]):
+                 networks: str = NETWORKS[0], g_norm: str = G_NORM[0], init: str = INIT[0],
+                 pixels: str = PIXELS[0]):
         super().__init__()
         if networks not in NETWORKS:
             raise ValueError(f"unknown networks {networks!r} ({' or '.join(NETWORKS)})")
@@ -531,6 +543,10 @@ class InfoGAN(nn.Module):
             raise ValueError(f"unknown g_norm {g_norm!r} ({' or '.join(G_NORM)})")
         if init not in INIT:
             raise ValueError(f"unknown init {init!r} ({' or '.join(INIT)})")
+        if pixels not in PIXELS:
+            raise ValueError(f"unknown pixels {pixels!r} ({' or '.join(PIXELS)})")
+        self.unit_pixels = pixels == "unit"
+        out = HalfTanh() if self.unit_pixels else nn.Tanh()  # G's last activation
         self.codes, self.noise, self.categories = codes, noise, categories
         inputs = codes + categories + noise
         spectral = d_norm == "spectral"
@@ -548,7 +564,7 @@ class InfoGAN(nn.Module):
                 nn.ReLU(),  # (B, 128, 16, 16)
                 nn.ConvTranspose2d(128, 64, 4, 2, 1), *g_batch_norm(nn.BatchNorm2d(64)),
                 nn.ReLU(),  # (B, 64, 32, 32)
-                nn.ConvTranspose2d(64, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
+                nn.ConvTranspose2d(64, 1, 4, 2, 1), out,  # (B, 1, 64, 64) in [−1, 1]
             )
 
             def batch_norm(layer: nn.Module) -> list[nn.Module]:
@@ -577,7 +593,7 @@ class InfoGAN(nn.Module):
                 *g_batch_norm(nn.BatchNorm2d(32)),  # (B, 32, 16, 16)
                 nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.LeakyReLU(0.2),
                 *g_batch_norm(nn.BatchNorm2d(32)),  # (B, 32, 32, 32)
-                nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh(),  # (B, 1, 64, 64) in [−1, 1]
+                nn.ConvTranspose2d(32, 1, 4, 2, 1), out,  # (B, 1, 64, 64) in [−1, 1]
             )
             self.body = nn.Sequential(
                 norm(nn.Conv2d(1, 32, 4, 2, 1)), nn.LeakyReLU(0.2),  # (B, 32, 32, 32)
@@ -595,7 +611,7 @@ class InfoGAN(nn.Module):
     def discriminate(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x (B, 1, 64, 64) in [−1, 1] -> D's logit (B,), Q's mean and log-variance (B, codes),
         Q's logits over the categorical code (B, categories)."""
-        h = self.body(x)  # (B, 256), (B, 128) with lin2020
+        h = self.body((x + 1) / 2 if self.unit_pixels else x)  # (B, 256), (B, 128) with lin2020
         q = self.q_head(h)  # (B, 2 · codes + categories)
         mu, logvar = q[:, :2 * self.codes].chunk(2, dim=1)
         return self.d_head(h)[:, 0], mu, logvar, q[:, 2 * self.codes:]
@@ -679,12 +695,13 @@ def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
 
 def infogan_network(config: dict) -> InfoGAN:
     """The InfoGAN a run's config describes (runs from before --d-norm, --categories, --networks,
-    --g-norm and --init have batch norm, no categorical code, A.2's networks and PyTorch's
-    initialisation)."""
+    --g-norm, --init and --pixels have batch norm, no categorical code, A.2's networks and PyTorch's
+    initialisation, and D reads pixels in [−1, 1])."""
     return InfoGAN(d_norm=config.get("d_norm", D_NORM[0]),
                    categories=config.get("categories", INFOGAN_CATEGORIES),
                    networks=config.get("networks", NETWORKS[0]),
-                   g_norm=config.get("g_norm", G_NORM[0]), init=config.get("init", INIT[0]))
+                   g_norm=config.get("g_norm", G_NORM[0]), init=config.get("init", INIT[0]),
+                   pixels=config.get("pixels", PIXELS[0]))
 
 
 class InfoGANTrainer(train.Trainer):
@@ -1195,6 +1212,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--g-steps", type=positive_int, default=G_STEPS,
                    help=f"InfoGAN: generator steps per discriminator step (default {G_STEPS}, "
                         "A.2; departure: 2 in Lin et al. 2020's code)")
+    t.add_argument("--pixels", choices=PIXELS, default=PIXELS[0],
+                   help="InfoGAN: D reads pixels in [−1, 1] from G's tanh (default) or in [0, 1] "
+                        "from G's sigmoid (departure: Lin et al. 2020's code)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1220,7 +1240,7 @@ CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed", "lr_d": "lr
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
                   "instance_noise_steps", "d_norm", "categories", "lr_d", "networks",
-                  "g_norm", "init", "g_steps"}
+                  "g_norm", "init", "g_steps", "pixels"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1247,7 +1267,8 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
                    "instance_noise": args.instance_noise,
                    "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm,
                    "categories": args.categories, "lr": args.lr_d, "networks": args.networks,
-                   "g_norm": args.g_norm, "init": args.init, "g_steps": args.g_steps}
+                   "g_norm": args.g_norm, "init": args.init, "g_steps": args.g_steps,
+                   "pixels": args.pixels}
     runs.settle_bf16(config, device)
     return config
 

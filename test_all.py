@@ -924,10 +924,10 @@ def test_infogan_lin2020_networks_have_their_widths_and_a_checkpoint_reloads_the
         assert len(plain.generator) == layers and str(plain.body) == str(with_norm.body)
 
 
-def test_infogan_lin2020_code_init_and_two_g_steps_reach_the_networks_and_the_trainer(tmp_path):
+def test_infogan_lin2020_code_init_pixels_and_two_g_steps_reach_the_networks_and_trainer(tmp_path):
     args = baselines.build_parser().parse_args([
         "--train", "infogan", "--networks", "lin2020", "--d-norm", "spectral", "--init", "dcgan",
-        "--g-steps", "2", "--train-batch-size", "8"])
+        "--g-steps", "2", "--pixels", "unit", "--train-batch-size", "8"])
     config = baselines.baseline_config(args, str(tmp_path / "l.pt"), torch.device("cpu"))
     torch.manual_seed(0)
     trainer = baselines.InfoGANTrainer(config, torch.device("cpu"))
@@ -951,12 +951,27 @@ def test_infogan_lin2020_code_init_and_two_g_steps_reach_the_networks_and_the_tr
             m.train()
     with pytest.raises(ValueError, match="unknown init"):
         baselines.InfoGAN(init="xavier")
+    # --pixels unit: Lin et al.'s sigmoid G and D on [0, 1], against a hand computation, in the
+    # [−1, 1] the rest of the code reads
+    for networks in baselines.NETWORKS:
+        unit = baselines.InfoGAN(networks=networks, d_norm="spectral", pixels="unit").eval()
+        z = torch.rand(4, 10) * 2 - 1
+        a = unit.generator[:-1](z)  # (4, 1, 64, 64) before G's last activation
+        assert torch.allclose(unit.generator(z), 2 * torch.sigmoid(a) - 1, atol=1e-6)
+        x = torch.rand(4, 1, 64, 64).round()  # in {0, 1}
+        h = unit.body(x)  # what Lin et al.'s D computes on the images as they are
+        logit, mu, _, _ = unit.discriminate(2 * x - 1)
+        assert torch.allclose(logit, unit.d_head(h)[:, 0], atol=1e-6)
+        assert torch.allclose(unit.encode(x)[0], mu, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown pixels"):
+        baselines.InfoGAN(pixels="bytes")
     # two Adam steps of G for each of D's: G's moment counter runs twice as fast
     for _ in range(3):
         trainer.step()
     g_steps = {int(state["step"]) for state in trainer.optimizer_g.state_dict()["state"].values()}
     d_steps = {int(state["step"]) for state in trainer.optimizer.state_dict()["state"].values()}
     assert g_steps == {6} and d_steps == {3}
+    assert trainer.model.unit_pixels and isinstance(trainer.model.generator[-1], baselines.HalfTanh)
 
 
 def test_infogan_categorical_code_is_drawn_uniformly_and_q_pays_its_cross_entropy(tmp_path):
