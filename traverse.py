@@ -79,7 +79,8 @@ BAR = (10, 44)  # the colour bar: its width, and the room for its value labels r
 CURVE = (480, 280)  # the learning curves' axis box, pixels
 LEGEND_X = 56 + CURVE[0] - 170  # a legend's left edge at a plot's lower right
 CURVE_COLOURS = ((30, 70, 220), (220, 30, 30), (20, 150, 40), (150, 60, 180), (230, 140, 0),
-                 (90, 90, 90), (0, 150, 150), (160, 100, 40), (230, 90, 170))
+                 (90, 90, 90), (0, 150, 150), (160, 100, 40), (230, 90, 170), (0, 0, 0),
+                 (170, 170, 0))
 FIGURES = ("traversal", "maps", "samples", "recon", "explorer")  # what --only chooses from
 EXPLORER_TEMPLATE = Path(__file__).with_name("explorer_template.html")
 # The explorer's seeds: each shape, upright, at these (name, scale class, posX, posY).
