@@ -367,7 +367,7 @@ def learning_curves(specs: list[str], path: Path, x: str = "minutes") -> None:
             draw.ellipse((px - 2, py - 2, px + 2, py + 2), fill=colour)
     labels = [label for label, _, _ in curves]
     width = max(draw.textlength(label, font=font()) for label in labels)
-    x0, y0 = LEGEND_X, 2 * LINE + CURVE[1] - len(labels) * LINE - 4
+    x0, y0 = LEGEND_X, legend_y(0, len(labels))
     if any(covers((x0 - 4, y0 - 4, x0 + width + 4, y0 + len(labels) * LINE), line)
            for line in lines):  # no room in the box: the legend goes right of it
         x0 = 56 + CURVE[0] + SPACE
@@ -495,7 +495,12 @@ def legend(draw: ImageDraw.ImageDraw, i: int, n: int, label: str,
     """Line i of n of a plot's legend, at its lower right (or left, or from x on)."""
     if x is None:
         x = 56 + 12 if left else LEGEND_X
-    draw.text((x, 2 * LINE + CURVE[1] - (n - i) * LINE - 4), label, fill=colour, font=font())
+    draw.text((x, legend_y(i, n)), label, fill=colour, font=font())
+
+
+def legend_y(i: int, n: int) -> float:
+    """The top of line i of an n-line legend whose last line sits at a plot's lower edge."""
+    return 2 * LINE + CURVE[1] - (n - i) * LINE - 4
 
 
 def rotation_figure(sweeps: list[tuple[str, list[dict]]], path: Path) -> None:
