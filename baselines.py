@@ -510,6 +510,9 @@ G_STEPS = 1
 # the pixels D sees: "signed", in [−1, 1] from G's tanh (DCGAN's), or, a departure, "unit", in [0, 1]
 # from G's sigmoid, as in Lin et al.'s code, where the background is 0 like the zero padding
 PIXELS = ("signed", "unit")
+# weight γ of the R1 penalty (γ/2)·E‖∇ D(x)‖² on real images (Mescheder et al. 2018), a departure:
+# it keeps D smooth where the data is without spectral norm's global bound; 0: none (A.2)
+R1_GAMMA = 0.0
 
 
 class HalfTanh(nn.Module):
@@ -679,6 +682,14 @@ def nearest_world(images: torch.Tensor, candidates: torch.Tensor | None = None,
     return best, match
 
 
+def r1_penalty(d_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E‖∇_x D(x)‖² over real images x (B, 1, 64, 64), D's logits d_real (B,) computed from x with
+    x.requires_grad: R1's squared gradient norm (Mescheder et al. 2018, eq. 9), kept in the graph
+    so that D's step descends it."""
+    grad, = torch.autograd.grad(d_real.float().sum(), real, create_graph=True)  # (B, 1, 64, 64)
+    return grad.float().pow(2).sum((1, 2, 3)).mean()
+
+
 def infogan_inputs(model: InfoGAN, n: int, generator: torch.Generator,
                    device: torch.device | str = "cpu") -> torch.Tensor:
     """G's input (n, codes + categories + noise), drawn from `generator` on `device`: the codes
@@ -717,6 +728,7 @@ class InfoGANTrainer(train.Trainer):
         self.instance_noise = config.get("instance_noise", INSTANCE_NOISE)
         self.noise_steps = config.get("instance_noise_steps")
         self.g_steps = config.get("g_steps", G_STEPS)
+        self.r1_gamma = config.get("r1", R1_GAMMA)
         # self.optimizer (saved by Trainer.state) moves D and Q; G has its own.
         self.optimizer = torch.optim.Adam([*m.body.parameters(), *m.d_head.parameters(),
                                            *m.q_head.parameters()],
@@ -748,15 +760,17 @@ class InfoGANTrainer(train.Trainer):
             return images + self.noise_std() * torch.randn(images.shape, generator=self.noise,
                                                          dtype=images.dtype, device=images.device)
 
+        d_in = noisy(real).requires_grad_(self.r1_gamma > 0)  # (B, 1, 64, 64) what D reads
         with self.autocast:
             fake = m.generator(inputs)  # (B, 1, 64, 64)
-            d_real, *_ = m.discriminate(noisy(real))
+            d_real, *_ = m.discriminate(d_in)
             d_fake, mu, logvar, logits = m.discriminate(noisy(fake.detach()))
         is_real, is_fake = torch.ones(n, device=self.device), torch.zeros(n, device=self.device)
         d_loss = bce(d_real.float(), is_real) + bce(d_fake.float(), is_fake)
         q_loss = self.q_nll(c, k, mu, logvar, logits)
+        r1 = self.r1_gamma / 2 * r1_penalty(d_real, d_in) if self.r1_gamma else 0.0
         self.optimizer.zero_grad(set_to_none=True)
-        (d_loss + self.info_lambda * q_loss).backward()
+        (d_loss + self.info_lambda * q_loss + r1).backward()
         self.optimizer.step()
 
         for i in range(self.g_steps):
@@ -1215,6 +1229,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pixels", choices=PIXELS, default=PIXELS[0],
                    help="InfoGAN: D reads pixels in [−1, 1] from G's tanh (default) or in [0, 1] "
                         "from G's sigmoid (departure: Lin et al. 2020's code)")
+    t.add_argument("--r1", type=non_negative_float, default=R1_GAMMA,
+                   help="InfoGAN: weight γ of an R1 penalty on D's gradient at real images "
+                        "(departure: Mescheder et al. 2018; default 0, none, as A.2)")
     t.add_argument("--q-std", choices=Q_STD, default=Q_STD[0],
                    help="InfoGAN: Q's σ over the codes, learned (default, Chen et al.'s appendix) "
                         "or fixed at 1 (their released code's)")
@@ -1240,7 +1257,7 @@ CONFIG_OF = {"train_batch_size": "batch_size", "train_seed": "seed", "lr_d": "lr
 TRAINING_FLAGS = {"steps", "train_batch_size", "train_seed", "log_every", "save_every",
                   "save_minutes", "eval_every", "bf16", "info_lambda", "q_std", "instance_noise",
                   "instance_noise_steps", "d_norm", "categories", "lr_d", "networks",
-                  "g_norm", "init", "g_steps", "pixels"}
+                  "g_norm", "init", "g_steps", "pixels", "r1"}
 
 
 def baseline_config(args: argparse.Namespace, out: str, device: torch.device) -> dict:
@@ -1268,7 +1285,7 @@ def baseline_config(args: argparse.Namespace, out: str, device: torch.device) ->
                    "instance_noise_steps": args.instance_noise_steps, "d_norm": args.d_norm,
                    "categories": args.categories, "lr": args.lr_d, "networks": args.networks,
                    "g_norm": args.g_norm, "init": args.init, "g_steps": args.g_steps,
-                   "pixels": args.pixels}
+                   "pixels": args.pixels, "r1": args.r1}
     runs.settle_bf16(config, device)
     return config
 
