@@ -717,8 +717,8 @@ def infogan_network(config: dict) -> InfoGAN:
 
 class InfoGANTrainer(train.Trainer):
     """One discriminator-and-Q step, then one generator step (config's g_steps of them), per
-    batch; Adam for each side. config's info_lambda is λ and its q_std "learned" or "fixed"
-    (σ = 1)."""
+    batch; Adam for each side. config's info_lambda is λ, its q_std "learned" or "fixed"
+    (σ = 1), and its r1 the weight γ of an R1 penalty in D's step (0: none)."""
 
     def __init__(self, config: dict, device: torch.device):
         super().__init__(config, device)

@@ -1082,6 +1082,30 @@ def test_precise_batch_norm_holds_the_mean_statistics_of_its_batches_and_leaves_
         assert not torch.allclose(module.eval()(x), one(x), atol=0.1)  # stale statistics
 
 
+def test_r1_penalty_against_hand_gradients_and_its_flag_reaches_the_trainer(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 64, 64, generator=g).requires_grad_()
+    w = torch.randn(1, 1, 64, 64, generator=g).requires_grad_()
+    # D(x) = Σ w·x: ∇_x D = w for each image, so E‖∇ D‖² = ‖w‖², and its gradient in w is 2w
+    penalty = baselines.r1_penalty((w * x).sum((1, 2, 3)), x)
+    assert penalty.item() == pytest.approx(w.pow(2).sum().item(), rel=1e-5)
+    penalty.backward()
+    assert torch.allclose(w.grad, 2 * w.detach(), rtol=1e-5)
+    # D(x) = Σ w·x²: ∇_x D = 2 w x, which differs per image
+    square = baselines.r1_penalty((w.detach() * x * x).sum((1, 2, 3)), x)
+    hand = (2 * w.detach() * x.detach()).pow(2).sum((1, 2, 3)).mean()
+    assert square.item() == pytest.approx(hand.item(), rel=1e-5)
+    args = baselines.build_parser().parse_args(["--train", "infogan", "--r1", "10",
+                                                "--train-batch-size", "8"])
+    trainer = baselines.InfoGANTrainer(
+        baselines.baseline_config(args, str(tmp_path / "r.pt"), torch.device("cpu")),
+        torch.device("cpu"))
+    assert trainer.r1_gamma == 10
+    assert all(torch.isfinite(v).all() for v in trainer.step().values())
+    assert baselines.InfoGANTrainer({k: v for k, v in trainer.config.items() if k != "r1"},
+                                    torch.device("cpu")).r1_gamma == 0  # older runs'
+
+
 def test_infogan_mutual_information_term_against_a_hand_computation():
     c = torch.tensor([[0.5, -1.0], [0.5, -1.0]])
     mu = torch.zeros(2, 2)
